@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", action="store_true", help="also give the policy the 64 px image")
     ap.add_argument("--shape", default="piecewise_linear", help="reward shape (relam.reward.SHAPES)")
     ap.add_argument("--theta", type=float, default=None, help="subgoal threshold theta_s in px (default: RewardSettings)")
+    ap.add_argument("--reach", choices=("every", "mean"), default=None,
+                    help="subgoal reached when every keypoint / the mean distance is within theta_s")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length (appendix C: 2000)")
     ap.add_argument("--no-segment-gae", action="store_true", help="plain GAE (ablation)")
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="instead of training: returns of reference behaviours on N seeds")
     args = ap.parse_args(argv)
     if args.reference:
-        return reference_returns(args.task, args.reference, args.shape)
+        return reference_returns(args.task, args.reference, args.shape, args.reach or "every")
 
     import torch
 
@@ -59,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     from relam.wrappers import GroundTruthSubgoals, make_relam_env
 
     mode = "image" if args.image else "points"
-    out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{args.shape}-th{reward_theta(args)}-s{args.seed}"
+    out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
         reward = dataclasses.replace(reward, theta_s=args.theta)
+    if args.reach is not None:
+        reward = dataclasses.replace(reward, reach=args.reach)
     ppo = PPOSettings(learning_rate=args.lr, n_steps=args.n_steps, segment_gae=not args.no_segment_gae)
 
     def env_fn(seed: int):
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def reference_returns(task: str, n: int, shape: str) -> int:
+def reference_returns(task: str, n: int, shape: str, reach: str = "every") -> int:
     """Undiscounted ReLAM returns of expert / stop after subgoal k / hold still / random.
 
     The expert replays the scripted expert's actions (then holds still); "stop after k" replays
@@ -105,7 +109,7 @@ def reference_returns(task: str, n: int, shape: str) -> int:
     from relam.wrappers import GroundTruthSubgoals, ReLAMWrapper
 
     planner = GroundTruthSubgoals()
-    env = ReLAMWrapper(make_env(task, render=False), planner, settings=RewardSettings(shape=shape),
+    env = ReLAMWrapper(make_env(task, render=False), planner, settings=RewardSettings(shape=shape, reach=reach),
                        include_image=False)
     expert_env = make_env(task, render=False)
     horizon = env.unwrapped.task.horizon

@@ -32,7 +32,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from relam.cache import atomic_save_npz, atomic_write_json, cache_dir, read_json, settings_hash
-from relam.tasks import Camera, TaskEnv, TaskSpec, get_task, make_env
+from relam.tasks import SIM_REVISION, Camera, TaskEnv, TaskSpec, get_task, make_env
 
 KINDS = ("expert", "offline")
 OFFLINE_SEED_BASE = 100_000
@@ -181,7 +181,10 @@ def demo_dir(task: str | TaskSpec, kind: str = "expert") -> Path:
         raise ValueError(f"demo kind must be one of {KINDS}, got {kind!r}")
     if kind == "offline" and not spec.offline:
         raise ValueError(f"task '{spec.name}' has no offline control dataset (only ManiSkill tasks do)")
-    key = settings_hash({"task": spec.to_dict(), "kind": kind, "format": FORMAT_VERSION})
+    payload = {"task": spec.to_dict(), "kind": kind, "format": FORMAT_VERSION}
+    if SIM_REVISION.get(spec.suite):  # absent for suites never revised, so their caches stay valid
+        payload["sim_revision"] = SIM_REVISION[spec.suite]
+    key = settings_hash(payload)
     return cache_dir() / "demos" / spec.name / f"{kind}-{key}"
 
 

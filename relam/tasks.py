@@ -71,7 +71,17 @@ class TaskSpec:
         return next(p for p in self.prompts if p != self.object_prompt)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The entry as plain data; it keys caches (demos), so optional fields that were added later
+        are left out while at their default: adding one must not invalidate every stored demo."""
+        d = dataclasses.asdict(self)
+        for name, default in _LATE_DEFAULTS.items():
+            if d.get(name) == default:
+                d.pop(name)
+        return d
+
+
+#: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
+_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False}
 
 
 _FIELDS = {
@@ -415,6 +425,11 @@ class MetaWorldEnv(TaskEnv):
         if seed is not None:
             self.sim.seed(int(seed))
         obs, _ = self.sim.reset()
+        # Meta-World's reset writes the new object placement (drawer, door, button box) into the
+        # model/qpos but does not run forward kinematics, so body poses -- and hence the rendered
+        # frame 0 and its depth/segmentation -- still show the *previous* episode's placement until
+        # the first step.  Frame 0 is what the anticipation model plans from, so recompute here.
+        self._mj.mj_forward(self.sim.model, self.sim.data)
         self._last_obs = obs
         self._t = 0
         self._frame = self._render_rgb() if self.render_enabled else None
@@ -440,6 +455,12 @@ class MetaWorldEnv(TaskEnv):
         except Exception:
             pass
         self.sim.close()
+
+
+#: Bumped when a suite's simulator wrapper changes what it records, so cached demos made before
+#: are not reused (:func:`relam.demos.demo_dir` keys on it).  Meta-World 1: frame 0 rendered after
+#: ``mj_forward`` (earlier demos showed the previous episode's object placement in frame 0).
+SIM_REVISION: dict[str, int] = {"metaworld": 1}
 
 
 class ManiSkillEnv(TaskEnv):

@@ -180,3 +180,22 @@ def test_label_trajectory_validates_shapes():
         label_trajectory(expert_path(), np.zeros((2, 3, 2)))
     with pytest.raises(RuntimeError, match="reset"):
         ReLAMReward().step(START)
+
+
+def test_reach_every_needs_each_keypoint_mean_does_not():
+    """One point 8 px off and three on target: mean distance 2 px < theta_s, but not every point."""
+    target = np.array([[[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]]])
+    kp = target[0].copy()
+    kp[0, 0] += 8.0
+    every = ReLAMReward(RewardSettings(theta_s=6.0))
+    every.reset(target)
+    assert RewardSettings().reach == "every"
+    out = every.step(kp)
+    assert out.distance == pytest.approx(2.0) and not out.reached and out.next_stage == 0
+    mean = ReLAMReward(RewardSettings(theta_s=6.0, reach="mean"))
+    mean.reset(target)
+    assert mean.step(kp).reached
+    kp[0, 0] = 5.9  # now every point is within 6 px
+    assert every.step(kp).reached
+    with pytest.raises(ValueError, match="reach"):
+        RewardSettings(reach="any")

@@ -99,3 +99,17 @@ def test_env_is_repeatable_renders_and_exposes_perception_data(name):
     img1, r, term, trunc, info = env.step(env.action_space.sample() * 0)
     assert set(info) >= {"success", "env_reward"} and not term and isinstance(r, float)
     env.close()
+
+
+def test_metaworld_frame0_shows_this_episodes_object_placement():
+    """Meta-World's reset moves the object without forward kinematics; our reset must run it, or
+    frame 0 (what the anticipation model plans from) shows the previous episode's drawer."""
+    env = make_env("drawer-open-v3", render=False)
+    drawer = env.body_names.index("drawer_link")
+    for seed in (3, 11):  # consecutive resets with different drawer placements
+        env.reset(seed=seed)
+        before, _ = env.body_poses()
+        env.step(np.zeros(env.action_space.shape, np.float32))
+        after, _ = env.body_poses()
+        assert np.linalg.norm(after[drawer] - before[drawer]) < 0.005, (seed, before[drawer], after[drawer])
+    env.close()
