@@ -1,4 +1,4 @@
-"""Online ReLAM check: hierarchical PPO on a Meta-World task with ground-truth keypoint subgoals.
+"""Online ReLAM check: hierarchical PPO on a Meta-World task with keypoint subgoals.
 
 The "learning first" check of the project: before spending hours on pixels, show that the reward
 and the segmented-GAE PPO teach a policy to reach the subgoals, on the fast points-only loop (no
@@ -8,9 +8,12 @@ rendering after reset; the policy sees current and target keypoints only).  ``--
 Writes ``train.csv``, ``eval.csv``, ``curve.png``, ``checkpoint.zip`` and ``summary.json`` under
 ``--out`` (default: ``<cache>/bench_online/<task>-<mode>-s<seed>``); a second call resumes.
 
-Example (a few minutes on one core)::
+Examples: the points-only check with ground-truth subgoals (minutes on one core), and the issue-5
+quick run -- the paper's setting: image + keypoints, subgoals from the anticipation model::
 
     python benchmarks/bench_online.py --task drawer-open-v3 --steps 60000 --eval-every 20000
+    python benchmarks/bench_online.py --task drawer-open-v3 --image --subgoals generated \
+        --steps 200000 --eval-every 10000
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", action="store_true", help="also give the policy the 64 px image")
     ap.add_argument("--shape", default="piecewise_linear", help="reward shape (relam.reward.SHAPES)")
     ap.add_argument("--theta", type=float, default=None, help="subgoal threshold theta_s in px (default: RewardSettings)")
+    ap.add_argument("--subgoals", choices=("ground_truth", "generated"), default="ground_truth",
+                    help="ground truth (expert rollout from the same start) or the anticipation model's "
+                         "(trained once at the quick scale on --n-demos demos and cached)")
+    ap.add_argument("--n-demos", type=int, default=100, help="demos for the anticipation model (--subgoals generated)")
     ap.add_argument("--reach", choices=("every", "mean"), default=None,
                     help="subgoal reached when every keypoint / the mean distance is within theta_s")
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from relam.rl.ppo import PPOSettings, train_ppo
     from relam.wrappers import GroundTruthSubgoals, make_relam_env
 
-    mode = "image" if args.image else "points"
+    mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
@@ -69,14 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         reward = dataclasses.replace(reward, reach=args.reach)
     ppo = PPOSettings(learning_rate=args.lr, n_steps=args.n_steps, segment_gae=not args.no_segment_gae)
 
+    if args.subgoals == "generated":
+        from relam.relam_method import anticipation_model
+        from relam.wrappers import AnticipationPlanner
+
+        planner = AnticipationPlanner(anticipation_model(args.task, 4, args.n_demos, "quick", progress=True))
+    else:
+        planner = GroundTruthSubgoals()
+
     def env_fn(seed: int):
-        return make_relam_env(args.task, GroundTruthSubgoals(), seed=seed, settings=reward,
+        return make_relam_env(args.task, planner, seed=seed, settings=reward,
                               include_image=args.image, policy_image_size=64)
 
     t0 = time.time()
     res = train_ppo(env_fn, ppo, out, total_steps=args.steps, eval_every=args.eval_every,
                     eval_episodes=args.eval_episodes, seed=args.seed, progress=True,
-                    title=f"{args.task} {mode} GT subgoals")
+                    title=f"{args.task} {mode} {args.subgoals} subgoals")
     wall = time.time() - t0
     import csv
 

@@ -38,13 +38,16 @@ def subgoal_dataset(task: str, n_points: int, n_demos: int, progress: bool = Fal
 def anticipation_model(task: str, n_points: int, n_demos: int, scale: str, progress: bool = False):
     """The task's trained anticipation model for this scale, trained once and cached."""
     from relam.anticipation import AnticipationConfig, load_anticipation, train_anticipation
+    from relam.keypoints import KeypointSettings
+    from relam.subgoals import subgoal_cache_path
 
     dataset = subgoal_dataset(task, n_points, n_demos, progress)
     config = AnticipationConfig.for_scale(scale, num_points=n_points)
     # hold 10 % out for the evaluation figures, but never more than leaves 2 training demos
     holdout = max(0, min(10, n_demos // 10))
     key = settings_hash({"task": task, "config": config.to_dict(), "n_demos": n_demos,
-                         "holdout": holdout, "data": dataset.settings})
+                         "holdout": holdout, "data": dataset.settings,
+                         "dataset": subgoal_cache_path(task, KeypointSettings(num_points=n_points), n_demos).stem})
     out = cache_dir() / "anticipation" / task / key
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):

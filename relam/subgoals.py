@@ -281,12 +281,14 @@ def subgoal_cache_path(task: str, settings: KeypointSettings, n_demos: int | Non
                        kind: str = "expert") -> Path:
     """Where :func:`build_subgoal_dataset` keeps the dataset for these inputs."""
     from relam.cache import cache_dir, settings_hash
-    from relam.tasks import get_task
+    from relam.demos import demo_dir
 
     key = settings_hash({
         "format_version": _FORMAT_VERSION,
         "pipeline_version": PIPELINE_VERSION,
-        "task_entry": get_task(task).to_dict(),
+        # the demo folder's name keys the task entry and the simulator revision the demos come
+        # from, so demos made again (e.g. after a simulator fix) give a new dataset
+        "demos": demo_dir(task, kind).name,
         "settings": settings.to_dict(),
         "n_demos": n_demos,
         "kind": kind,
