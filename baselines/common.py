@@ -33,6 +33,13 @@ Side effect: a ``Monitor`` under the VecEnv records the placeholder returns (0);
 logs the model reward's mean/std under ``reward_model/`` instead.
 ``wrap(env, per_step=True)`` instead calls the model every step (fine for DACfO's small CNN, no
 callback needed for rewards, but the discriminator still needs the callback to learn).
+
+**The ManiSkill (offline) rows** of every baseline go through :func:`offline_run`, the same path as
+ReLAM's offline runs: a labeller (``relam.offline.Labeller``; here :class:`ModelLabeller` over a
+reward model, or IS/Oracle's :class:`baselines.image_subgoal.ImageSubgoalLabeller`) labels the
+task's offline control set, IQL (:mod:`relam.rl.iql`) trains on it, and the policy is evaluated in
+the live env after every epoch.  ``python -m baselines.common PushCube-v1 PickCube-v1`` prints
+each baseline's mean labelled return of expert vs noisy trajectories (:func:`offline_reward_sanity`).
 """
 from __future__ import annotations
 
@@ -63,6 +70,11 @@ __all__ = [
     "random_action_videos",
     "expert_vs_random",
     "ranking_auc",
+    "task_spec",
+    "ppo_with_model",
+    "online_run",
+    "offline_run",
+    "offline_reward_sanity",
 ]
 
 #: side of the policy's image observation (and of every frame a reward model sees before its own resize)
@@ -312,17 +324,28 @@ class FrameRewardModel:
 class ModelLabeller:
     """Adapter to the offline pipeline's ``Labeller`` protocol (:mod:`relam.offline`).
 
-    ``config()`` carries the model's fingerprint, so datasets labelled by different weights never
-    share a cache entry.  Success flags of the trajectory are passed on (Diffusion Reward pays the
-    sparse success reward when its switch is on).
+    ``config()`` carries the model's fingerprint, taken when the labeller is made, so datasets
+    labelled by different weights never share a cache entry.  ``prepare(demos)`` (called by
+    :func:`relam.offline.label_demos` with the whole set first) hands the set's videos to the
+    model's ``prepare_offline`` when it has one (Diffusion Reward trains its RND on them); what
+    that learns follows from the fingerprint and the set, so the key stays valid.  Success flags of
+    the trajectory are passed on (Diffusion Reward pays the sparse success reward when its switch
+    is on).  The policy sees only the image (no extra observations).
     """
 
     def __init__(self, model: FrameRewardModel):
         self.model = model
         self.name = model.kind
+        self._config = {"kind": model.kind, "fingerprint": model.fingerprint(),
+                        "prepare": getattr(model, "prepare_offline_config", lambda: None)()}
 
     def config(self) -> dict:
-        return {"kind": self.model.kind, "fingerprint": self.model.fingerprint()}
+        return dict(self._config)
+
+    def prepare(self, demos: Sequence[Any]) -> None:
+        prep = getattr(self.model, "prepare_offline", None)
+        if callable(prep):
+            prep([getattr(d, "frames", d) for d in demos])
 
     def label(self, demo: Any):
         from relam.offline import LabelledTrajectory
@@ -544,36 +567,161 @@ def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- one run of Table 4
 
 
-def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
-    """Train PPO online on a Meta-World task with ``model``'s reward; the runner's ``RewardMethod.run`` body.
-
-    The env is ``model.wrap(make_env(task))`` (image-only observation, rewards filled in per rollout
-    by ``model.callback()``), evaluated on success as every other method.  Needs two things from
-    :mod:`relam.rl.ppo` that ReLAM's own runs do not: ``train_ppo(..., callbacks=[...])`` and a
-    policy features extractor that accepts an observation with only an ``image`` entry.
-    """
+def task_spec(ctx: Any) -> Any:
+    """The run's task entry with the budget's horizon applied (what every env of the run uses)."""
     import dataclasses
-    import inspect
 
-    from relam.methods import MethodNotImplementedError
+    from relam.tasks import get_task
+
+    return dataclasses.replace(get_task(ctx.task), horizon=ctx.horizon())
+
+
+def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str | Path, train_steps: int,
+                   eval_every: int, eval_episodes: int, n_steps: int) -> Any:
+    """PPO on the run's task with ``model``'s reward: ``model.wrap(make_env(task))`` (image-only
+    observation, rewards filled in per rollout by ``model.callback()``, which also runs the model's
+    online update), evaluated on success as every other method.  Any suite: DACfO's offline rows
+    run it on ManiSkill for their discriminators (appendix A.4)."""
     from relam.rl.ppo import PPOSettings, train_ppo
-    from relam.tasks import get_task, make_env
+    from relam.tasks import make_env
 
-    spec = dataclasses.replace(get_task(ctx.task), horizon=ctx.horizon())
-    if spec.suite != "metaworld":
-        raise MethodNotImplementedError(
-            f"{model.kind} on {spec.name}: only the online (Meta-World) setting is wired; offline labelling "
-            "exists (model.as_labeller(), DiscriminatorEnsemble) but is not connected to relam.offline/IQL yet")
-    if "callbacks" not in inspect.signature(train_ppo).parameters:
-        raise MethodNotImplementedError(
-            f"{model.kind}: relam.rl.ppo.train_ppo has no 'callbacks' argument; the batched reward needs "
-            "RolloutRewardCallback passed to PPO.learn")
-    b = ctx.budget
-    ppo = PPOSettings(n_steps=max(64, min(2000, b.train_steps)))
+    spec = task_spec(ctx)
+    ppo = PPOSettings(n_steps=int(n_steps), batch_size=min(64, int(n_steps)))
 
     def env_fn(seed: int) -> gym.Env:
         return model.wrap(make_env(spec, seed=seed))
 
-    return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes, ctx.seed,
+    return train_ppo(env_fn, ppo, Path(out_dir), int(train_steps), int(eval_every), int(eval_episodes), ctx.seed,
                      progress=ctx.progress, title=f"{title} {spec.name} seed {ctx.seed}",
                      callbacks=[model.callback(gamma=ppo.gamma)])
+
+
+def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
+    """Train PPO online on a Meta-World task with ``model``'s reward; the runner's ``RewardMethod.run`` body.
+
+    The env is ``model.wrap(make_env(task))`` (image-only observation, rewards filled in per rollout
+    by ``model.callback()``), evaluated on success as every other method (:func:`ppo_with_model`).
+    ManiSkill rows are offline: see :func:`offline_run`.
+    """
+    spec = task_spec(ctx)
+    if spec.suite != "metaworld":
+        raise ValueError(f"online_run: {spec.name} is an offline ({spec.suite}) task; use offline_run")
+    b = ctx.budget
+    return ppo_with_model(ctx, model, title, ctx.out_dir, b.train_steps, b.eval_every, b.eval_episodes,
+                          n_steps=max(64, min(2000, b.train_steps)))
+
+
+def offline_run(ctx: Any, labeller: Any, make_eval_env: Any) -> Any:
+    """The ManiSkill (offline) row of a baseline: label the control set -> IQL -> live evaluation.
+
+    The same path as ReLAM's offline runs (:meth:`relam.relam_method.ReLAM._offline`): the task's
+    offline set (``budget.n_demos`` expert + ``budget.n_demos`` noisy trajectories) labelled by
+    ``labeller`` (:func:`relam.offline.label_offline_dataset`, cached per labeller config, under a
+    file lock so parallel seeds label once), then :func:`relam.rl.iql.train_iql` with
+    ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every``, evaluated after every
+    epoch on the fixed evaluation seeds in the env ``make_eval_env()`` (built once, on first use;
+    it must give the policy the observation the dataset holds: the 64 px image plus the
+    labeller's vector entries).  The labelled expert/noisy mean returns go into the metrics
+    (``label_return_expert`` / ``label_return_noisy``) so a table can show whether the reward
+    ranks the expert first.
+    """
+    from filelock import FileLock
+
+    from relam.cache import cache_dir, settings_hash
+    from relam.methods import RunResult
+    from relam.offline import label_offline_dataset, reward_sanity
+    from relam.rl.evaluation import eval_seeds
+    from relam.rl.iql import IQLSettings, evaluate_policy, train_iql
+
+    spec = task_spec(ctx)
+    b = ctx.budget
+    n = 2 * b.n_demos
+    lock = cache_dir() / "offline" / f"{spec.name}-{settings_hash(labeller.config())}-{n}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        dataset = label_offline_dataset(spec.name, labeller, n=n, progress=ctx.progress)
+    sanity = reward_sanity(dataset)
+    holder: dict[str, Any] = {}
+
+    def make(seed: int) -> Any:
+        if "env" not in holder:
+            holder["env"] = make_eval_env()
+        return holder["env"]
+
+    seeds = eval_seeds(b.eval_episodes)
+    iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed)
+    try:
+        res = train_iql(dataset, iql, Path(ctx.out_dir),
+                        eval_fn=lambda policy: evaluate_policy(policy, make, seeds, ctx.horizon()),
+                        progress=ctx.progress)
+    finally:
+        if "env" in holder:
+            holder.pop("env").close()
+    metrics = {**res.metrics, "offline_trajectories": float(dataset.n_trajectories),
+               "label_return_expert": sanity["return_expert"], "label_return_noisy": sanity["return_noisy"]}
+    return RunResult(success=float(res.final_success or 0.0), curve=[(int(s), float(v)) for s, v in res.curve],
+                     metrics={k: v for k, v in metrics.items() if np.isfinite(v)}).validate()
+
+
+# ------------------------------------------------------------------------------- measurement CLI
+
+#: the offline-labelling entry point of each baseline: method name -> (module, extra arguments)
+OFFLINE_LABELLERS = {"dacfo": ("baselines.dacfo", {}), "diffusion_reward": ("baselines.diffusion_reward", {}),
+                     "image_subgoal": ("baselines.image_subgoal", {}),
+                     "oracle": ("baselines.image_subgoal", {"ground_truth": True})}
+
+
+def offline_reward_sanity(task: str, method: str, n_demos: int = 10, scale: str = "small", seed: int = 0,
+                          progress: bool = True) -> dict[str, float]:
+    """Label ``n_demos`` expert + ``n_demos`` noisy offline trajectories of ``task`` with ``method``'s
+    labeller (its reward model trained on ``n_demos`` expert videos at ``scale``) and return
+    :func:`relam.offline.reward_sanity` (mean labelled return of expert vs noisy, Spearman with
+    ManiSkill's dense reward, ...).  No IQL, no evaluation: is the reward ordered before training?"""
+    import importlib
+
+    from relam.cache import cache_dir
+    from relam.methods import Budget, RunContext, settings_model
+    from relam.offline import label_offline_dataset, reward_sanity
+
+    if method not in OFFLINE_LABELLERS:
+        raise ValueError(f"method {method!r}: choose one of {sorted(OFFLINE_LABELLERS)}")
+    module, extra = OFFLINE_LABELLERS[method]
+    ctx = RunContext(task=task, method=method, settings=settings_model(method)(), seed=seed,
+                     budget=Budget(train_steps=1, eval_every=1, eval_episodes=1, n_demos=n_demos), scale=scale,
+                     out_dir=cache_dir() / "baselines" / "offline-sanity" / f"{task}-{method}-{scale}-n{n_demos}-s{seed}",
+                     progress=progress)
+    labeller, _, metrics = importlib.import_module(module).offline_labeller(ctx, **extra)
+    try:
+        ds = label_offline_dataset(task, labeller, n=2 * n_demos, progress=progress)
+    finally:
+        close = getattr(getattr(labeller, "planner", None), "close", None)
+        if callable(close):
+            close()
+    return {"task": task, "method": method, "scale": scale, **metrics, **reward_sanity(ds)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m baselines.common",
+                                description="Offline reward sanity of the baselines on ManiSkill: mean labelled "
+                                            "return of expert vs noisy trajectories of the offline control set.")
+    p.add_argument("tasks", nargs="+", help="offline tasks, e.g. PushCube-v1 PickCube-v1")
+    p.add_argument("--methods", nargs="+", default=sorted(OFFLINE_LABELLERS), choices=sorted(OFFLINE_LABELLERS))
+    p.add_argument("-n", type=int, default=10, help="expert videos to learn from = expert (and noisy) trajectories labelled")
+    p.add_argument("--scale", default="small", help="budget of the learned parts (smoke, small, quick, paper)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    torch.set_num_threads(1)
+    for task in a.tasks:
+        for m in a.methods:
+            st = offline_reward_sanity(task, m, a.n, a.scale, a.seed, progress=not a.quiet)
+            keys = ("task", "method", "return_expert", "return_noisy", "return_noisy_success", "return_noisy_failure",
+                    "n_noisy_success", "n_noisy_failure", "spearman_return", "spearman_step")
+            print(json.dumps({k: st.get(k) for k in keys}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -181,6 +181,28 @@ class DiffusionReward(FrameRewardModel):
             r = r + self.success_bonus * np.asarray(success, np.float64)
         return r
 
+    def prepare_offline_config(self) -> dict[str, Any]:
+        """What :meth:`prepare_offline` does, for the offline cache key."""
+        return {"rnd": "one online update (bonus statistics, then one predictor epoch) on the labelled set's frames"
+                if self.use_rnd else None}
+
+    def prepare_offline(self, videos: Sequence[np.ndarray]) -> dict[str, float]:
+        """The RND term for offline labelling: treat the labelled set as the visited frames.
+
+        Online, RND's predictor has trained on the frames the policy visited before a rollout is
+        labelled; offline there is no policy, and the data set is what was visited.  So before
+        labelling, RND gets one online update (:meth:`update_items`: bonus statistics, then one
+        predictor epoch) on the next-frames of all the set's trajectories; the bonus then pays
+        frames that are rare *within the set*.  The entropy term and the success reward are
+        labelled as online.  Called by :class:`baselines.common.ModelLabeller.prepare`.
+        """
+        from baselines.common import to_policy_images
+
+        if not self.use_rnd or not len(videos):
+            return {}
+        nxt = np.concatenate([to_policy_images(np.asarray(v))[1:] for v in videos])
+        return self.update_items(None, nxt)  # hist is unused by the RND update
+
     def update_items(self, hist: np.ndarray, nxt: np.ndarray) -> dict[str, float]:
         """RND's online step: update the bonus statistics on the policy's frames, then train the predictor."""
         if not self.use_rnd:
@@ -218,7 +240,7 @@ class DiffusionReward(FrameRewardModel):
 
 
 #: video-model training steps per experiment scale (unknown scales get the full value)
-FIT_STEPS = {"smoke": 20, "small": 500}
+FIT_STEPS = {"smoke": 20, "small": 200}
 
 
 def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: bool = False) -> DiffusionReward:
@@ -242,20 +264,43 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
         return model
 
 
+def offline_labeller(ctx: Any) -> tuple[Any, Any, dict[str, float]]:
+    """The ManiSkill row's labelling: (labeller, make_eval_env, metrics) for
+    :func:`baselines.common.offline_run` -- the task's trained video model with a fresh RND (seed
+    ``ctx.seed``) fitted on the offline set before labelling (:meth:`DiffusionReward.prepare_offline`),
+    the plain task env (image only) to evaluate in."""
+    from baselines.common import task_spec
+    from relam.tasks import make_env
+
+    spec = task_spec(ctx)
+    model = trained_model(ctx.task, ctx.budget.n_demos, ctx.scale, progress=ctx.progress)
+    model.rnd = RND(size=model.size, seed=ctx.seed + 2)  # a fresh novelty model per run
+    return model.as_labeller(), lambda: model.wrap(make_env(spec)), {"video_model_steps": float(model.train_steps)}
+
+
 @register_method("diffusion_reward")
 class DiffusionRewardMethod(RewardMethod):
-    """Diffusion Reward as a column of the paper's tables (online Meta-World runs).
+    """Diffusion Reward as a column of the paper's tables.
 
-    The video model is shared by all seeds of a task (cached); each run has its own RND, trained on
-    its policy's rollouts.  The sparse success reward is on, as in the original.
+    The video model is shared by all seeds of a task (cached); each run has its own RND.  The
+    sparse success reward is on, as in the original.  Meta-World (online): RND trains on the
+    policy's rollouts.  ManiSkill (offline): the offline set is labelled with
+    ``0.95 * r_rnd + 0.05 * r_ce + success`` per step, RND fitted on the set first
+    (:meth:`DiffusionReward.prepare_offline`), then IQL; the policy is evaluated in the plain task
+    env (image only) through :class:`baselines.common.VideoRewardWrapper`.
     """
 
     Settings = MethodSettings
     version = "1"
 
     def run(self, ctx):
-        from baselines.common import online_run
+        from baselines.common import offline_run, online_run, task_spec
 
+        if task_spec(ctx).suite != "metaworld":
+            labeller, make_eval_env, metrics = offline_labeller(ctx)
+            res = offline_run(ctx, labeller, make_eval_env)
+            res.metrics.update(metrics)
+            return res
         model = trained_model(ctx.task, ctx.budget.n_demos, ctx.scale, progress=ctx.progress)
         model.rnd = RND(size=model.size, seed=ctx.seed + 2)  # a fresh novelty model per run
         return online_run(ctx, model, "Diffusion Reward")

@@ -25,6 +25,12 @@ IS is the ReLAM recipe with *images* in place of keypoints:
   penalty per unreached subgoal, stage bonus, final bonus). ``similarity >= similarity_threshold``
   ends a stage and the next image becomes the target.
 - **Low level.** The policy sees ``{"image": uint8 (3,64,64), "target_image": uint8 (3,64,64)}``.
+- **Offline (ManiSkill rows, appendix A.4).** "For IS and Oracle baseline, we assign rewards in the
+  same way to ReLAM": :class:`ImageSubgoalLabeller` runs the same stage machine over the offline
+  set's recorded frames (plan from each trajectory's first frame), IQL trains on it, and the
+  policy is evaluated through :class:`ImageSubgoalWrapper`. The IQL policy takes the current image
+  plus the current and target *embeddings* (``observe_embeddings``): the target image through the
+  reward's frozen embedding (why: see :class:`ImageSubgoalLabeller`).
 
 Oracle is IS with the ground-truth subgoal images: the task's expert is rolled out from the same
 initial state (``relam.demos.rollout_expert`` in a private env) and its keyframe images are taken
@@ -69,6 +75,7 @@ __all__ = [
     "ImageSubgoalWrapper",
     "label",
     "label_details",
+    "ImageSubgoalLabeller",
     "calibrate_threshold",
     "pixel_error",
 ]
@@ -400,6 +407,11 @@ class OracleSubgoalPlanner:
         seq, _ = subgoal_sequence(demo, self.keypoint_settings or KeypointSettings())
         return np.asarray(seq.keyframe_images)
 
+    def keyframes_of(self, demo: Any) -> list[np.ndarray]:
+        """The ground-truth subgoal images of a recorded expert trajectory (its own keyframes),
+        at ``output_size``: what :meth:`plan` returns for that trajectory's seed."""
+        return list(resize_images(np.asarray(self._keyframes(demo)), self.output_size))
+
     def plan(self, initial_frame: np.ndarray, task: str, *, env: Any = None,
              seed: int | None = None) -> list[np.ndarray]:
         if seed is None:
@@ -407,8 +419,7 @@ class OracleSubgoalPlanner:
                              "to replay the same initial state with the expert")
         key = (str(task), int(seed))
         if key not in self._memo:
-            imgs = self._keyframes(self._rollout(str(task), int(seed)))
-            self._memo[key] = list(resize_images(np.asarray(imgs), self.output_size))
+            self._memo[key] = self.keyframes_of(self._rollout(str(task), int(seed)))
         return [im.copy() for im in self._memo[key]]
 
     def close(self) -> None:
@@ -505,11 +516,16 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
     ``all_subgoals_reached``, ``similarity``, ``success`` and ``env_reward``. Episode seeds work as
     in :class:`relam.wrappers.ReLAMWrapper` (``reset(seed=s)`` uses s; ``reset()`` draws one), and
     the planner receives it (the Oracle replays that start with the expert).
+
+    ``observe_embeddings=True`` adds ``"embedding"`` (the current frame's embedding) and
+    ``"target"`` (the current target image's embedding), float32 (D,): the observation of the
+    offline (IQL) policies, which take the target image through the frozen embedding (see
+    :class:`ImageSubgoalLabeller`).
     """
 
     def __init__(self, env: gym.Env, planner: Any, embedding: ImageEmbedding,
                  settings: ImageRewardSettings = ImageRewardSettings(), image_size: int = 64,
-                 seed: int | None = None):
+                 seed: int | None = None, observe_embeddings: bool = False):
         super().__init__(env)
         if not hasattr(planner, "plan"):
             raise TypeError("ImageSubgoalWrapper: planner must have plan(initial_frame, task, env=, seed=)")
@@ -520,7 +536,14 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
         self.planner, self.embedding, self.settings = planner, embedding, settings
         self.image_size = int(image_size)
         box = gym.spaces.Box(0, 255, (3, self.image_size, self.image_size), np.uint8)
-        self.observation_space = gym.spaces.Dict({"image": box, "target_image": box})
+        spaces: dict[str, gym.spaces.Space] = {"image": box, "target_image": box}
+        self.observe_embeddings = bool(observe_embeddings)
+        if self.observe_embeddings:
+            dim = int(embedding.embed(np.zeros((1, 8, 8, 3), np.uint8)).shape[1])
+            vec = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+            spaces.update(embedding=vec, target=vec)
+        self.observation_space = gym.spaces.Dict(spaces)
+        self._frame_emb: np.ndarray | None = None
         self.reward_fn = ImageSubgoalReward(settings)
         self._seed_rng = np.random.default_rng(seed)
         self.plan_: list[np.ndarray] | None = None
@@ -528,8 +551,14 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
         self.episode_seed: int | None = None
 
     def _obs(self, frame: np.ndarray) -> dict[str, np.ndarray]:
-        return {"image": _chw(frame, self.image_size),
-                "target_image": self._targets_chw[self.reward_fn.target_index]}
+        obs = {"image": _chw(frame, self.image_size),
+               "target_image": self._targets_chw[self.reward_fn.target_index]}
+        if self.observe_embeddings:
+            if self._frame_emb is None:
+                self._frame_emb = self.embedding.embed(frame)[0]
+            obs["embedding"] = np.asarray(self._frame_emb, np.float32)
+            obs["target"] = self.reward_fn.targets[self.reward_fn.target_index].astype(np.float32)
+        return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         episode_seed = self._next_episode_seed(seed)
@@ -543,6 +572,7 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
         self.plan_ = plan
         self._targets_chw = [_chw(p, self.image_size) for p in plan]
         self.reward_fn.reset(self.embedding.embed(np.stack(plan)))
+        self._frame_emb = None
         info = dict(info)
         info.update(stage=0, n_subgoals=len(plan), subgoal_reached=False, all_subgoals_reached=False,
                     success=bool(info.get("success", False)),
@@ -553,7 +583,8 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
         if self.plan_ is None:
             raise RuntimeError("ImageSubgoalWrapper.step called before reset")
         frame, env_reward, terminated, truncated, info = self.env.step(action)
-        out, sim = self.reward_fn.step(self.embedding.embed(frame)[0])
+        self._frame_emb = self.embedding.embed(frame)[0]
+        out, sim = self.reward_fn.step(self._frame_emb)
         info = dict(info)
         info.update(stage=out.next_stage, n_subgoals=self.reward_fn.n_subgoals,
                     subgoal_reached=bool(out.reached), all_subgoals_reached=bool(out.all_reached),
@@ -568,6 +599,26 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
         super().close()
 
 
+def _label_with_plan(frames: np.ndarray, plan: Sequence[np.ndarray], embedding: ImageEmbedding,
+                     settings: ImageRewardSettings) -> dict[str, np.ndarray]:
+    """The online reward's state machine over recorded frames, for a given plan (see label_details);
+    also returns the frame embeddings (T+1, D) and the target embeddings (S, D)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or len(frames) < 2:
+        raise ValueError(f"label: demo.frames must be (T+1>=2, H, W, 3) uint8, got {frames.shape}")
+    rew = ImageSubgoalReward(settings)
+    rew.reset(embedding.embed(np.stack([np.asarray(p, np.uint8) for p in plan])))
+    emb = embedding.embed(frames)
+    T = len(frames) - 1
+    rewards, sims = np.zeros(T, np.float32), np.zeros(T, np.float32)
+    stages, reached = np.zeros(T + 1, np.int64), np.zeros(T, bool)
+    for t in range(T):
+        out, sim = rew.step(emb[t + 1])
+        rewards[t], sims[t], reached[t], stages[t + 1] = out.reward, sim, out.reached, out.next_stage
+    return {"rewards": rewards, "stages": stages, "reached": reached, "similarity": sims,
+            "frame_embeddings": emb, "target_embeddings": rew.targets.astype(np.float32)}
+
+
 def label_details(demo: Any, planner: Any, embedding: ImageEmbedding,
                   settings: ImageRewardSettings = ImageRewardSettings()
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -578,25 +629,92 @@ def label_details(demo: Any, planner: Any, embedding: ImageEmbedding,
     ``reached (T,) bool`` and ``similarity (T,) float32`` (to the target current at each step).
     """
     frames = np.asarray(demo.frames)
-    if frames.ndim != 4 or len(frames) < 2:
-        raise ValueError(f"label: demo.frames must be (T+1>=2, H, W, 3) uint8, got {frames.shape}")
     plan = planner.plan(frames[0], getattr(demo, "task", None), seed=int(getattr(demo, "seed", 0)))
-    rew = ImageSubgoalReward(settings)
-    rew.reset(embedding.embed(np.stack(plan)))
-    emb = embedding.embed(frames[1:])
-    T = len(frames) - 1
-    rewards, sims = np.zeros(T, np.float32), np.zeros(T, np.float32)
-    stages, reached = np.zeros(T + 1, np.int64), np.zeros(T, bool)
-    for t in range(T):
-        out, sim = rew.step(emb[t])
-        rewards[t], sims[t], reached[t], stages[t + 1] = out.reward, sim, out.reached, out.next_stage
-    return rewards, stages, reached, sims
+    d = _label_with_plan(frames, plan, embedding, settings)
+    return d["rewards"], d["stages"], d["reached"], d["similarity"]
 
 
 def label(demo: Any, planner: Any, embedding: ImageEmbedding,
           settings: ImageRewardSettings = ImageRewardSettings()) -> np.ndarray:
     """Rewards (T,) for an offline trajectory (see :func:`label_details`)."""
     return label_details(demo, planner, embedding, settings)[0]
+
+
+class ImageSubgoalLabeller:
+    """IS / Oracle labelling of a recorded trajectory for offline RL (:mod:`relam.offline`, app. A.4).
+
+    "For IS and Oracle baseline, we assign rewards in the same way to ReLAM": the plan is made from
+    the trajectory's first frame (episode seed ``demo.seed``), and the online stage machine
+    (:class:`ImageSubgoalReward`) runs over the recorded frames, so online and offline rewards
+    agree step for step (:func:`label_details`).
+
+    Policy input (our choice): the dataset keeps the current 64 px image (as every method) and adds
+    two vectors, ``embedding`` (the current frame's embedding) and ``target`` (the embedding of
+    the target image of the stage at frame t, the last one once all are reached) -- the target
+    image reaches the IQL policy through the same frozen embedding the reward uses, in the way
+    ReLAM's policy gets its target keypoints.  Why not the raw target image as a second image
+    stack: :class:`relam.offline.OfflineDataset` stores one image per frame, and a second one (as
+    a float vector) would cost 12,288 floats a frame; the embedding is the smallest change that
+    needs no edit of IQL (its extractor feeds ``target`` and the other vectors to its point MLP).
+    :class:`ImageSubgoalWrapper` (``observe_embeddings=True``) gives the same entries online.
+
+    ``own_keyframes`` (the Oracle): a trajectory that is not noisy *is* the expert's rollout from
+    its seed, so its own keyframes (Eq. 2 on its own frames, ``planner.keyframes_of``) are the
+    ground-truth subgoals -- what the planner's expert replay would give, without re-simulating;
+    noisy trajectories get the expert replayed from their seed (``planner.plan``).  If the expert
+    finds no plan for a seed, the trajectory's own keyframes are used and ``info["fallback"]`` says so.
+    """
+
+    def __init__(self, planner: Any, embedding: ImageEmbedding,
+                 settings: ImageRewardSettings = ImageRewardSettings(), planner_id: str | None = None,
+                 own_keyframes: bool = False, name: str = "image_subgoal"):
+        if not hasattr(planner, "plan"):
+            raise TypeError("ImageSubgoalLabeller: planner must have plan(initial_frame, task, env=, seed=)")
+        if own_keyframes and not hasattr(planner, "keyframes_of"):
+            raise TypeError("ImageSubgoalLabeller(own_keyframes=True) needs a planner with keyframes_of(demo)")
+        self.planner, self.embedding, self.settings = planner, embedding, settings
+        self.planner_id = planner_id or type(planner).__name__
+        self.own_keyframes, self.name = bool(own_keyframes), str(name)
+        self._embedding_id = _fingerprint(embedding.state())
+
+    def config(self) -> dict:
+        return {"planner": self.planner_id, "embedding": self._embedding_id, "reward": self.settings.to_dict(),
+                "own_keyframes": self.own_keyframes, "observation": "image+embedding+target"}
+
+    def _plan(self, demo: Any) -> tuple[list[np.ndarray], bool]:
+        if self.own_keyframes and not bool(getattr(demo, "noisy", False)):
+            return self.planner.keyframes_of(demo), False
+        try:
+            return list(self.planner.plan(np.asarray(demo.frames[0]), str(getattr(demo, "task", "")),
+                                          seed=int(getattr(demo, "seed", 0)))), False
+        except RuntimeError:
+            if not self.own_keyframes:
+                raise
+            return self.planner.keyframes_of(demo), True
+
+    def label(self, demo: Any):
+        from relam.offline import LabelledTrajectory
+
+        plan, fallback = self._plan(demo)
+        d = _label_with_plan(np.asarray(demo.frames), plan, self.embedding, self.settings)
+        n = len(d["target_embeddings"])
+        targets = d["target_embeddings"][np.minimum(d["stages"], n - 1)]
+        frame0 = resize_images(np.asarray(demo.frames[0])[None], np.asarray(plan[0]).shape[0])[0]
+        return LabelledTrajectory(
+            rewards=d["rewards"], extra_obs={"embedding": d["frame_embeddings"], "target": targets},
+            # plan row 0 = the initial image, rows 1.. = subgoals (ReLAM's layout: row 0 = now)
+            info={"stages": d["stages"], "reached": d["reached"], "similarity": d["similarity"],
+                  "plan": [frame0] + [np.asarray(p) for p in plan], "fallback": fallback})
+
+
+def _fingerprint(state: Any) -> str:
+    """16 hex chars identifying a state dict (weights included): a cache-key part."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
 
 
 def calibrate_threshold(planner: Any, embedding: ImageEmbedding, demos: Sequence[Any],
@@ -625,6 +743,7 @@ def calibrate_threshold(planner: Any, embedding: ImageEmbedding, demos: Sequence
 #: per-scale budgets of the learned parts (generator steps, embedding steps); ``smoke`` is for CI.
 SCALE_STEPS: dict[str, dict[str, int]] = {
     "smoke": {"flow": 30, "embedding": 30},
+    "small": {"flow": 300, "embedding": 150},  # measurements (python -m baselines.common)
     "quick": {"flow": 3000, "embedding": 600},
     "paper": {"flow": 4000, "embedding": 1500},
 }
@@ -709,6 +828,34 @@ class PolicyAdapter(gym.ObservationWrapper):
                 "keypoints": z, "target": z.copy()}
 
 
+def offline_labeller(ctx: Any, ground_truth: bool = False) -> tuple["ImageSubgoalLabeller", Any, dict[str, float]]:
+    """The ManiSkill row's labelling (appendix A.4: "for IS and Oracle baseline, we assign rewards in
+    the same way to ReLAM"): (labeller, make_eval_env, metrics) for :func:`baselines.common.offline_run`.
+
+    IS: subgoal images generated from each trajectory's first frame; Oracle (``ground_truth``):
+    the expert's own keyframes, or the expert replayed from a noisy trajectory's seed.  Both use
+    the task's embedding and calibrated threshold (:func:`fit_components`).  Evaluation runs
+    through :class:`ImageSubgoalWrapper` with ``observe_embeddings`` (the policy's input).
+    The caller closes ``labeller.planner`` (the Oracle's private expert env).
+    """
+    from baselines.common import task_spec
+    from relam.tasks import make_env
+
+    spec = task_spec(ctx)
+    comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
+    planner = OracleSubgoalPlanner() if ground_truth else ImageSubgoalPlanner(comp.model)
+    reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)
+    planner_id = "oracle" if ground_truth else f"generated-{_fingerprint(comp.model.state())}"
+    labeller = ImageSubgoalLabeller(planner, comp.embedding, reward, planner_id=planner_id,
+                                    own_keyframes=ground_truth, name="oracle" if ground_truth else "image_subgoal")
+
+    def make_eval_env() -> gym.Env:
+        return ImageSubgoalWrapper(make_env(spec), planner, comp.embedding, reward, seed=ctx.seed,
+                                   observe_embeddings=True)
+
+    return labeller, make_eval_env, {"similarity_threshold": comp.similarity_threshold}
+
+
 def _register() -> None:
     from relam.methods import ImageSubgoalSettings, RewardMethod, RunContext, RunResult, register_method
 
@@ -718,20 +865,35 @@ def _register() -> None:
         ground_truth = False
 
         def run(self, ctx: RunContext) -> RunResult:
-            import dataclasses as dc
+            from baselines.common import task_spec
 
-            from relam.rl.ppo import PPOSettings, train_ppo
-            from relam.tasks import get_task, make_env
-
-            spec = dc.replace(get_task(ctx.task), horizon=ctx.horizon())
-            if spec.suite != "metaworld":
-                from relam.methods import MethodNotImplementedError
-
-                raise MethodNotImplementedError(
-                    f"{self.name} on {spec.name}: offline (IQL) training is not wired yet; "
-                    "label the offline set with baselines.image_subgoal.label")
-            comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
             gt = self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]
+            if task_spec(ctx).suite != "metaworld":
+                return self._offline(ctx, gt)
+            return self._online(ctx, gt)
+
+        def _offline(self, ctx: RunContext, gt: bool) -> RunResult:
+            """ManiSkill: label the offline set, IQL, evaluate (:func:`offline_labeller`)."""
+            from baselines.common import offline_run
+
+            labeller, make_eval_env, metrics = offline_labeller(ctx, gt)
+            try:
+                res = offline_run(ctx, labeller, make_eval_env)
+            finally:
+                close = getattr(labeller.planner, "close", None)
+                if callable(close):
+                    close()
+            res.metrics.update(metrics)
+            return res
+
+        def _online(self, ctx: RunContext, gt: bool) -> RunResult:
+            """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""
+            from baselines.common import task_spec
+            from relam.rl.ppo import PPOSettings, train_ppo
+            from relam.tasks import make_env
+
+            spec = task_spec(ctx)
+            comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
             planner = OracleSubgoalPlanner() if gt else ImageSubgoalPlanner(comp.model)
             reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)
             b = ctx.budget

@@ -102,6 +102,9 @@ class Labeller(Protocol):
     """A reward method's offline labelling: ``label(demo) -> LabelledTrajectory``.
 
     ``name`` and ``config()`` (a JSON-able dict) identify the labelling for the cache key.
+    Optional: ``prepare(demos)``, called once by :func:`label_demos` with the whole set before any
+    ``label`` call, for a labeller whose reward depends on the set itself (Diffusion Reward's RND
+    novelty bonus is trained on the labelled frames); ``config()`` must not depend on it.
     """
 
     name: str
@@ -311,6 +314,8 @@ def label_demos(demos: Sequence[Any], labeller: Labeller, image_size: int | None
     lengths, success, noisy, seeds = [], [], [], []
     who = f"labeller {getattr(labeller, 'name', type(labeller).__name__)}"
     keys: list[str] | None = None
+    if callable(getattr(labeller, "prepare", None)):
+        labeller.prepare(demos)
     for demo in tqdm(demos, desc=f"label {getattr(labeller, 'name', '')}", disable=not progress, leave=False):
         T = len(demo.actions)
         lab = labeller.label(demo).validate(T, who)

@@ -158,3 +158,45 @@ def test_methods_are_registered_for_the_runner():
 
     assert is_implemented("dacfo") and is_implemented("diffusion_reward")
     assert type(get_method("dacfo")).__name__ == "DACfOMethod"
+
+
+# ------------------------------------------------------------------ offline labelling (ManiSkill rows)
+
+
+def _fake_demo(frames, seed=0, noisy=False):
+    from types import SimpleNamespace
+
+    T = len(frames) - 1
+    return SimpleNamespace(frames=frames, actions=np.zeros((T, 8), np.float32), env_reward=np.zeros(T, np.float32),
+                           success=np.zeros(T, bool), task="fake", seed=seed, noisy=noisy)
+
+
+def test_ensemble_labels_a_two_trajectory_set(videos, tmp_path):
+    """The discriminator ensemble behind relam.offline's Labeller: one finite reward per step, equal to
+    the ensemble's own reward, and a cache key that names the weights."""
+    from relam.offline import label_demos
+
+    train_e, test_e, train_r, _ = videos
+    model = _small(seed=5, updates_per_call=1)
+    model.fit(train_e[:1])
+    model.checkpoint_dir = tmp_path
+    hist, nxt = model.items_from_video(train_r[0])
+    for _ in range(10):
+        model.update_items(hist[:16], nxt[:16])
+    ens = DiscriminatorEnsemble.from_dir(tmp_path)
+    lab = ens.as_labeller()
+    demos = [_fake_demo(test_e[0][:9]), _fake_demo(train_r[1][:6], seed=1, noisy=True)]
+    ds = label_demos(demos, lab, progress=False)
+    assert ds.rewards.shape == (8 + 5,) and np.all(np.isfinite(ds.rewards))
+    np.testing.assert_allclose(ds.rewards[:8], ens.reward(test_e[0][:9]), rtol=1e-5, atol=1e-5)
+    assert ds.vector_keys() == [] and ds.observations["image"].shape[1:] == (64, 64, 3)  # image-only policy
+    assert lab.config() == {"kind": "dacfo_ensemble", "fingerprint": ens.fingerprint(), "prepare": None}
+    model.update_items(hist[:16], nxt[:16])  # new weights -> another cache key
+    assert DiscriminatorEnsemble.from_dir(tmp_path).as_labeller().config() != lab.config()
+
+
+def test_online_phase_budget_gives_ten_checkpoints():
+    from baselines.dacfo import ONLINE_PHASE
+
+    for scale, (steps, rollout, _) in ONLINE_PHASE.items():
+        assert steps // rollout >= 10, scale  # one discriminator checkpoint per PPO rollout

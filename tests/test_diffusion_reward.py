@@ -85,3 +85,32 @@ def test_save_load_gives_identical_rewards(videos, tmp_path):
 
     with pytest.raises(ValueError, match="not 'dacfo'"):
         DACfO.load(path)
+
+
+def test_offline_labeller_fits_rnd_on_the_set_then_labels(videos):
+    """ManiSkill rows: label_demos calls prepare(demos) (RND: one online update on the set's frames)
+    before labelling; rewards are the model's own, one finite value a step; the cache key is fixed
+    before prepare."""
+    from types import SimpleNamespace
+
+    from relam.offline import label_demos
+
+    def demo(frames, seed, noisy):
+        T = len(frames) - 1
+        succ = np.arange(T) >= T - 2
+        return SimpleNamespace(frames=frames, actions=np.zeros((T, 8), np.float32), env_reward=np.zeros(T, np.float32),
+                               success=succ, task="fake", seed=seed, noisy=noisy)
+
+    m = _tiny(seed=6)
+    m.fit(videos[0][:1], steps=2)
+    demos = [demo(videos[1][0][:9], 0, False), demo(videos[3][0][:7], 1, True)]
+    lab = m.as_labeller()
+    cfg = lab.config()
+    bonus_before = m.rnd.bonus(m.items_from_video(demos[0].frames)[1])
+    ds = label_demos(demos, lab, progress=False)
+    assert ds.rewards.shape == (8 + 6,) and np.all(np.isfinite(ds.rewards))
+    assert m.rnd_stats.count > 1  # prepare ran: RND statistics and predictor updated on the set
+    assert not np.allclose(m.rnd.bonus(m.items_from_video(demos[0].frames)[1]), bonus_before)
+    np.testing.assert_allclose(ds.rewards[:8], m.reward(demos[0].frames, success=demos[0].success), rtol=1e-5)
+    assert lab.config() == cfg and cfg["prepare"]["rnd"]
+    assert ds.vector_keys() == []
