@@ -117,28 +117,14 @@ class ReLAM(RewardMethod):
 
         The set has ``n_demos`` expert and ``n_demos`` noisy trajectories (the paper: 100 + 100).
         ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every`` steps, the policy
-        evaluated in the live env (through the ReLAM wrapper) after every epoch.
+        evaluated in the live env (through the ReLAM wrapper) after every epoch; the path every
+        method shares (:func:`relam.offline.run_offline`).
         """
-        from relam.offline import ReLAMLabeller, label_offline_dataset
-        from relam.rl.iql import IQLSettings, make_relam_eval_fn, train_iql
+        from relam.offline import ReLAMLabeller, run_offline
+        from relam.wrappers import make_relam_env
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
-        b = ctx.budget
         planner_id = getattr(getattr(planner, "model", None), "cache_key", None) or f"{s.subgoals}-{s.n_points}"
         labeller = ReLAMLabeller(planner, settings=reward, planner_id=planner_id)
-        n = 2 * b.n_demos
-        lock = cache_dir() / "offline" / f"{spec.name}-{settings_hash(labeller.config())}-{n}.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock)):
-            dataset = label_offline_dataset(spec.name, labeller, n=n, progress=ctx.progress)
-        epochs = max(1, b.train_steps // b.eval_every)
-        iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=epochs, seed=ctx.seed)
-        eval_fn = make_relam_eval_fn(spec.name, planner, n_episodes=b.eval_episodes, settings=reward,
-                                     n_points=s.n_points, max_steps=ctx.horizon())
-        try:
-            res = train_iql(dataset, iql, Path(ctx.out_dir), eval_fn=eval_fn, progress=ctx.progress)
-        finally:
-            eval_fn.close()
-        curve = [(int(step), float(v)) for step, v in res.curve]
-        return RunResult(success=float(res.final_success or 0.0), curve=curve,
-                         metrics={**res.metrics, "offline_trajectories": float(len(dataset.lengths))}).validate()
+        return run_offline(ctx, labeller, lambda: make_relam_env(spec, planner, settings=reward, n_points=s.n_points,
+                                                                 include_image=True, policy_image_size=64))
