@@ -4,6 +4,10 @@
   ensemble that labels offline datasets);
 * :mod:`baselines.diffusion_reward` -- Diffusion Reward, conditional entropy of a video diffusion
   model + RND;
+* :mod:`baselines.image_subgoal` -- Image Subgoal (IS) and Oracle: generated / ground-truth subgoal
+  images, image-embedding similarity reward;
+* :mod:`baselines.vlm_reward` -- the related paper's VLM-style three-term reward (temporal,
+  progress, completion) refining a behaviour-cloning policy with PPO (``experiments/refine.yaml``);
 * :mod:`baselines.common` -- what they share: frame preprocessing, RND, the batched-reward
   gymnasium wrapper and SB3 callback.
 
@@ -22,6 +26,7 @@ _EXPORTS = {
     "FrameRewardModel": "baselines.common",
     "VideoRewardWrapper": "baselines.common",
     "RolloutRewardCallback": "baselines.common",
+    "VLMReward": "baselines.vlm_reward",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -206,7 +206,21 @@ class ImageSubgoalSettings(MethodSettings):
 
 
 class VLMRewardSettings(MethodSettings):
-    model_path: str | None = Field(default=None, description="local path to the VLM weights")
+    """VLM-style reward (Large Reward Models): BC base policy refined by PPO on a three-term reward.
+
+    One refinement iteration is one PPO rollout of ``budget.eval_every`` env steps, followed by an
+    evaluation (see :mod:`baselines.vlm_reward`).
+    """
+
+    backend: Literal["learned", "vlm"] = Field(
+        default="learned", description="learned: small CNN heads trained here on the demos (no weights); "
+                                       "vlm: a vision-language model from model_path")
+    model_path: str | None = Field(default=None, description="local folder with the VLM weights (backend: vlm)")
+    query_every: int = Field(default=10, gt=0, description="env steps between reward queries (held in between)")
+    refine_iterations: int | None = Field(
+        default=None, ge=0, description="PPO iterations; None: budget.train_steps // budget.eval_every; "
+                                        "0: evaluate the behaviour-cloning base policy only")
+    exploration_std: float = Field(default=0.1, gt=0.0, description="PPO action std set after behaviour cloning")
 
 
 @dataclass(frozen=True)
