@@ -84,7 +84,8 @@ class ReLAM(RewardMethod):
     """ReLAM (the paper's method): keypoint subgoals from the anticipation model, distance reward."""
 
     Settings = ReLAMSettings
-    version = "1"
+    #: 2: a subgoal is reached when every keypoint is within theta_s (RewardSettings.reach)
+    version = "2"
 
     def run(self, ctx: RunContext) -> RunResult:
         from relam.reward import RewardSettings

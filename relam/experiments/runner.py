@@ -51,8 +51,15 @@ class Run:
 
     def resolved(self) -> dict[str, Any]:
         """The settings that define the run (hashed into its key)."""
-        return {"task": self.task, "method": self.method, "method_version": self.method_version,
-                "settings": self.settings, "seed": self.seed, "budget": self.budget}
+        from relam.tasks import SIM_REVISION, get_task
+
+        out = {"task": self.task, "method": self.method, "method_version": self.method_version,
+               "settings": self.settings, "seed": self.seed, "budget": self.budget}
+        # a simulator fix changes what every run on that suite measured (absent: never revised)
+        revision = SIM_REVISION.get(get_task(self.task).suite)
+        if revision:
+            out["sim_revision"] = revision
+        return out
 
     @property
     def key(self) -> str:
