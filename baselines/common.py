@@ -567,15 +567,6 @@ def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- one run of Table 4
 
 
-def task_spec(ctx: Any) -> Any:
-    """The run's task entry with the budget's horizon applied (what every env of the run uses)."""
-    import dataclasses
-
-    from relam.tasks import get_task
-
-    return dataclasses.replace(get_task(ctx.task), horizon=ctx.horizon())
-
-
 def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str | Path, train_steps: int,
                    eval_every: int, eval_episodes: int, n_steps: int) -> Any:
     """PPO on the run's task with ``model``'s reward: ``model.wrap(make_env(task))`` (image-only
@@ -585,7 +576,7 @@ def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str |
     from relam.rl.ppo import PPOSettings, train_ppo
     from relam.tasks import make_env
 
-    spec = task_spec(ctx)
+    spec = ctx.task_spec()
     ppo = PPOSettings(n_steps=int(n_steps), batch_size=min(64, int(n_steps)))
 
     def env_fn(seed: int) -> gym.Env:
@@ -603,7 +594,7 @@ def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
     by ``model.callback()``), evaluated on success as every other method (:func:`ppo_with_model`).
     ManiSkill rows are offline: see :func:`offline_run`.
     """
-    spec = task_spec(ctx)
+    spec = ctx.task_spec()
     if spec.suite != "metaworld":
         raise ValueError(f"online_run: {spec.name} is an offline ({spec.suite}) task; use offline_run")
     b = ctx.budget

@@ -292,10 +292,9 @@ def offline_labeller(ctx: Any) -> tuple[Any, Any, dict[str, float]]:
     """The ManiSkill row's labelling: (labeller, make_eval_env, metrics) for
     :func:`baselines.common.offline_run` -- the ensemble of the last 10 discriminators of the
     online phase (:func:`online_discriminators`), the plain task env (image only) to evaluate in."""
-    from baselines.common import task_spec
     from relam.tasks import make_env
 
-    spec = task_spec(ctx)
+    spec = ctx.task_spec()
     ck, phase = online_discriminators(ctx)
     ensemble = DiscriminatorEnsemble.from_dir(ck, last=10)
     return ensemble.as_labeller(), lambda: ensemble.wrap(make_env(spec)), {**phase, "ensemble_members": float(len(ensemble))}
@@ -321,9 +320,9 @@ class DACfOMethod(RewardMethod):
     version = "1"
 
     def run(self, ctx):
-        from baselines.common import offline_run, online_run, task_spec
+        from baselines.common import offline_run, online_run
 
-        if task_spec(ctx).suite != "metaworld":
+        if ctx.task_spec().suite != "metaworld":
             labeller, make_eval_env, metrics = offline_labeller(ctx)
             res = offline_run(ctx, labeller, make_eval_env)
             res.metrics.update(metrics)

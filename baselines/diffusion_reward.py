@@ -269,10 +269,9 @@ def offline_labeller(ctx: Any) -> tuple[Any, Any, dict[str, float]]:
     :func:`baselines.common.offline_run` -- the task's trained video model with a fresh RND (seed
     ``ctx.seed``) fitted on the offline set before labelling (:meth:`DiffusionReward.prepare_offline`),
     the plain task env (image only) to evaluate in."""
-    from baselines.common import task_spec
     from relam.tasks import make_env
 
-    spec = task_spec(ctx)
+    spec = ctx.task_spec()
     model = trained_model(ctx.task, ctx.budget.n_demos, ctx.scale, progress=ctx.progress)
     model.rnd = RND(size=model.size, seed=ctx.seed + 2)  # a fresh novelty model per run
     return model.as_labeller(), lambda: model.wrap(make_env(spec)), {"video_model_steps": float(model.train_steps)}
@@ -294,9 +293,9 @@ class DiffusionRewardMethod(RewardMethod):
     version = "1"
 
     def run(self, ctx):
-        from baselines.common import offline_run, online_run, task_spec
+        from baselines.common import offline_run, online_run
 
-        if task_spec(ctx).suite != "metaworld":
+        if ctx.task_spec().suite != "metaworld":
             labeller, make_eval_env, metrics = offline_labeller(ctx)
             res = offline_run(ctx, labeller, make_eval_env)
             res.metrics.update(metrics)

@@ -838,10 +838,9 @@ def offline_labeller(ctx: Any, ground_truth: bool = False) -> tuple["ImageSubgoa
     through :class:`ImageSubgoalWrapper` with ``observe_embeddings`` (the policy's input).
     The caller closes ``labeller.planner`` (the Oracle's private expert env).
     """
-    from baselines.common import task_spec
     from relam.tasks import make_env
 
-    spec = task_spec(ctx)
+    spec = ctx.task_spec()
     comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
     planner = OracleSubgoalPlanner() if ground_truth else ImageSubgoalPlanner(comp.model)
     reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)
@@ -865,10 +864,9 @@ def _register() -> None:
         ground_truth = False
 
         def run(self, ctx: RunContext) -> RunResult:
-            from baselines.common import task_spec
 
             gt = self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]
-            if task_spec(ctx).suite != "metaworld":
+            if ctx.task_spec().suite != "metaworld":
                 return self._offline(ctx, gt)
             return self._online(ctx, gt)
 
@@ -888,11 +886,10 @@ def _register() -> None:
 
         def _online(self, ctx: RunContext, gt: bool) -> RunResult:
             """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""
-            from baselines.common import task_spec
             from relam.rl.ppo import PPOSettings, train_ppo
             from relam.tasks import make_env
 
-            spec = task_spec(ctx)
+            spec = ctx.task_spec()
             comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
             planner = OracleSubgoalPlanner() if gt else ImageSubgoalPlanner(comp.model)
             reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)

@@ -769,11 +769,11 @@ class VLMReward(RewardMethod):
         from relam.cache import atomic_write_bytes, atomic_write_json, read_json
         from relam.rl.evaluation import eval_seeds, evaluate_success
         from relam.rl.ppo import HierarchicalPPO, make_vec_env
-        from relam.tasks import get_task, make_env
+        from relam.tasks import make_env
 
         s: VLMRewardSettings = ctx.settings  # type: ignore[assignment]
         b = ctx.budget
-        spec = dataclasses.replace(get_task(ctx.task), horizon=ctx.horizon())
+        spec = ctx.task_spec()
         if spec.suite != "metaworld":
             raise MethodNotImplementedError(
                 f"vlm_reward on {spec.name}: only the online Meta-World setting is wired (BC + PPO); ManiSkill "

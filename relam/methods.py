@@ -112,6 +112,18 @@ class RunContext:
 
         return int(get_task(self.task).horizon)
 
+    def task_spec(self) -> Any:
+        """The run's task entry (:class:`relam.tasks.TaskSpec`) with the budget's horizon applied.
+
+        Every method builds its envs from this, so a budget's horizon override (smoke runs use
+        short episodes) reaches the training env, the evaluation env and the offline labelling alike.
+        """
+        import dataclasses
+
+        from relam.tasks import get_task
+
+        return dataclasses.replace(get_task(self.task), horizon=self.horizon())
+
 
 @dataclass
 class RunResult:

@@ -468,16 +468,13 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     (``label_return_expert`` / ``label_return_noisy``) so a table can show whether the reward
     ranks the expert first.
     """
-    import dataclasses
-
     from filelock import FileLock
 
     from relam.methods import RunResult
     from relam.rl.evaluation import eval_seeds
     from relam.rl.iql import IQLSettings, evaluate_policy, train_iql
-    from relam.tasks import get_task
 
-    spec = dataclasses.replace(get_task(ctx.task), horizon=ctx.horizon())
+    spec = ctx.task_spec()
     b = ctx.budget
     n = 2 * b.n_demos
     lock = cache_dir() / "offline" / f"{spec.name}-{settings_hash(labeller.config())}-{n}.lock"

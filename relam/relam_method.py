@@ -13,7 +13,6 @@ The anticipation model's budget follows the run's scale (``AnticipationConfig.fo
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +70,6 @@ def make_planner(ctx: RunContext):
     return AnticipationPlanner(model)
 
 
-def task_for_run(ctx: RunContext):
-    """The task entry with the budget's horizon override applied."""
-    from relam.tasks import get_task
-
-    spec = get_task(ctx.task)
-    return dataclasses.replace(spec, horizon=ctx.horizon())
-
-
 @register_method("relam")
 class ReLAM(RewardMethod):
     """ReLAM (the paper's method): keypoint subgoals from the anticipation model, distance reward."""
@@ -91,7 +82,7 @@ class ReLAM(RewardMethod):
         from relam.reward import RewardSettings
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
-        spec = task_for_run(ctx)
+        spec = ctx.task_spec()
         planner = make_planner(ctx)
         reward = RewardSettings(shape=s.reward_shape)
         if spec.suite == "metaworld":

@@ -220,3 +220,20 @@ def test_reference_methods_in_the_real_environment(tmp_path, cache):
     by_method = {r["method"]: r for r in s.records.values()}
     assert by_method["random"]["success"] == 0.0 and by_method["random"]["curve"] == [[0, 0.0], [10, 0.0]]
     assert by_method["scripted"]["success"] == 1.0 and by_method["scripted"]["metrics"]["episode_length"] > 10
+
+
+def test_run_context_task_spec_applies_the_budget_horizon(tmp_path):
+    from relam.methods import Budget, RunContext
+    from relam.tasks import get_task
+
+    settings = get_method("random").Settings()
+    short = RunContext(task="drawer-open-v3", method="random", settings=settings, seed=0,
+                       budget=Budget(train_steps=10, eval_every=5, eval_episodes=1, horizon=37),
+                       scale="smoke", out_dir=tmp_path)
+    assert short.horizon() == 37 and short.task_spec().horizon == 37
+    assert short.task_spec().name == "drawer-open-v3"
+    full = RunContext(task="drawer-open-v3", method="random", settings=settings, seed=0,
+                      budget=Budget(train_steps=10, eval_every=5, eval_episodes=1),
+                      scale="smoke", out_dir=tmp_path)
+    assert full.task_spec().horizon == get_task("drawer-open-v3").horizon
+    assert get_task("drawer-open-v3").horizon != 37  # the registry entry itself is untouched
