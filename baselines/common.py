@@ -602,12 +602,18 @@ def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
                           n_steps=max(64, min(2000, b.train_steps)))
 
 
-def offline_run(ctx: Any, labeller: Any, make_eval_env: Any) -> Any:
+def offline_run(ctx: Any, labeller: Any, make_eval_env: Any, metrics: dict[str, float] | None = None) -> Any:
     """The ManiSkill (offline) row of a baseline: :func:`relam.offline.run_offline`, the path ReLAM's
-    offline runs take too (label the control set -> IQL -> live evaluation)."""
+    offline runs take too (label the control set -> IQL -> live evaluation).
+
+    The arguments are what each baseline's ``offline_labeller(ctx)`` returns; ``metrics`` (facts
+    about the reward model, e.g. its training steps) are added to the run's record.
+    """
     from relam.offline import run_offline
 
-    return run_offline(ctx, labeller, make_eval_env)
+    res = run_offline(ctx, labeller, make_eval_env)
+    res.metrics.update(metrics or {})
+    return res
 
 
 # ------------------------------------------------------------------------------- measurement CLI

@@ -323,8 +323,5 @@ class DACfOMethod(RewardMethod):
         from baselines.common import offline_run, online_run
 
         if ctx.task_spec().suite != "metaworld":
-            labeller, make_eval_env, metrics = offline_labeller(ctx)
-            res = offline_run(ctx, labeller, make_eval_env)
-            res.metrics.update(metrics)
-            return res
+            return offline_run(ctx, *offline_labeller(ctx))
         return online_run(ctx, resumed_model(ctx, Path(ctx.out_dir) / "discriminators"), "DACfO")

@@ -296,10 +296,7 @@ class DiffusionRewardMethod(RewardMethod):
         from baselines.common import offline_run, online_run
 
         if ctx.task_spec().suite != "metaworld":
-            labeller, make_eval_env, metrics = offline_labeller(ctx)
-            res = offline_run(ctx, labeller, make_eval_env)
-            res.metrics.update(metrics)
-            return res
+            return offline_run(ctx, *offline_labeller(ctx))
         model = trained_model(ctx.task, ctx.budget.n_demos, ctx.scale, progress=ctx.progress)
         model.rnd = RND(size=model.size, seed=ctx.seed + 2)  # a fresh novelty model per run
         return online_run(ctx, model, "Diffusion Reward")

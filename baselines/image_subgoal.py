@@ -876,13 +876,11 @@ def _register() -> None:
 
             labeller, make_eval_env, metrics = offline_labeller(ctx, gt)
             try:
-                res = offline_run(ctx, labeller, make_eval_env)
+                return offline_run(ctx, labeller, make_eval_env, metrics)
             finally:
                 close = getattr(labeller.planner, "close", None)
                 if callable(close):
                     close()
-            res.metrics.update(metrics)
-            return res
 
         def _online(self, ctx: RunContext, gt: bool) -> RunResult:
             """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""

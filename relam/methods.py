@@ -78,6 +78,13 @@ class Budget(BaseModel):
     eval_episodes: int = Field(gt=0, description="episodes per evaluation")
     n_demos: int = Field(default=100, gt=0, description="video demos to learn the reward from")
     horizon: int | None = Field(default=None, gt=0, description="episode length override (None: the task's)")
+    offline_trajectories: int | None = Field(
+        default=None, ge=2, description="offline control-set size, half expert, half noisy (None: 2 x n_demos, "
+                                        "the paper's 100 + 100)")
+
+    def offline_set_size(self) -> int:
+        """Trajectories in the offline control set an offline run labels (ManiSkill rows)."""
+        return int(self.offline_trajectories or 2 * self.n_demos)
 
 
 class MethodSettings(BaseModel):

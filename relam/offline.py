@@ -458,7 +458,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     """One offline run of any reward method: label the control set -> IQL -> live evaluation.
 
     ReLAM and every baseline take this path on the ManiSkill rows (appendix A.4): the task's
-    offline set (``budget.n_demos`` expert + ``budget.n_demos`` noisy trajectories) labelled by
+    offline set (``budget.offline_set_size()`` trajectories, half expert, half noisy) labelled by
     ``labeller`` (:func:`relam.offline.label_offline_dataset`, cached per labeller config, under a
     file lock so parallel seeds label once), then :func:`relam.rl.iql.train_iql` with
     ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every``, evaluated after every
@@ -476,7 +476,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
 
     spec = ctx.task_spec()
     b = ctx.budget
-    n = 2 * b.n_demos
+    n = b.offline_set_size()
     lock = cache_dir() / "offline" / f"{spec.name}-{settings_hash(labeller.config())}-{n}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):

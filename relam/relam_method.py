@@ -107,7 +107,7 @@ class ReLAM(RewardMethod):
     def _offline(self, ctx: RunContext, spec: Any, planner: Any, reward: Any) -> RunResult:
         """IQL on the task's offline control set labelled with ReLAM rewards (appendix A.4).
 
-        The set has ``n_demos`` expert and ``n_demos`` noisy trajectories (the paper: 100 + 100).
+        The set has ``budget.offline_set_size()`` trajectories, half expert, half noisy (the paper: 100 + 100).
         ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every`` steps, the policy
         evaluated in the live env (through the ReLAM wrapper) after every epoch; the path every
         method shares (:func:`relam.offline.run_offline`).

@@ -237,3 +237,19 @@ def test_run_context_task_spec_applies_the_budget_horizon(tmp_path):
                       scale="smoke", out_dir=tmp_path)
     assert full.task_spec().horizon == get_task("drawer-open-v3").horizon
     assert get_task("drawer-open-v3").horizon != 37  # the registry entry itself is untouched
+
+
+def test_offline_set_size_defaults_to_the_papers_100_plus_100_and_leaves_old_keys_alone(tmp_path):
+    from relam.methods import Budget
+
+    assert Budget(train_steps=1, eval_every=1, eval_episodes=1).offline_set_size() == 200
+    assert Budget(train_steps=1, eval_every=1, eval_episodes=1, n_demos=3).offline_set_size() == 6
+    assert Budget(train_steps=1, eval_every=1, eval_episodes=1, offline_trajectories=40).offline_set_size() == 40
+    spec = make_spec(tmp_path)
+    before = {r.key for r in expand(load_spec(spec), "smoke")}
+    assert all("offline_trajectories" not in r.budget for r in expand(load_spec(spec), "smoke"))
+    data = yaml.safe_load(spec.read_text())
+    data["budgets"]["metaworld"]["smoke"]["offline_trajectories"] = 40
+    spec.write_text(yaml.safe_dump(data))
+    after = {r.key for r in expand(load_spec(spec), "smoke")}
+    assert before.isdisjoint(after)  # setting it is a different run
