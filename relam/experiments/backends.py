@@ -42,10 +42,10 @@ def _single_thread() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
-def _execute(run_dict: dict[str, Any], store_root: str, retry_failed: bool, wait: bool):
+def _execute(run_dict: dict[str, Any], store_root: str, retry_failed: bool, wait: bool, progress: bool = False):
     from relam.experiments.runner import execute_run
 
-    return execute_run(run_dict, store_root=store_root, retry_failed=retry_failed, wait=wait)
+    return execute_run(run_dict, store_root=store_root, retry_failed=retry_failed, wait=wait, progress=progress)
 
 
 class Backend:
@@ -60,10 +60,18 @@ class Backend:
 
 
 class LocalBackend(Backend):
-    def __init__(self, workers: int = 1):
+    """Runs in this process (``workers=1``) or in a spawn process pool.
+
+    In this process the methods may draw their own progress bars (``progress``: PPO steps, model
+    fitting), so a run that takes an hour is not a silent hour; pool workers never do, their bars
+    would interleave.
+    """
+
+    def __init__(self, workers: int = 1, progress: bool = False):
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
         self.workers = workers
+        self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
 
     def _get_pool(self) -> ProcessPoolExecutor:
@@ -75,7 +83,7 @@ class LocalBackend(Backend):
     def execute(self, runs, *, store_root, retry_failed, wait):
         if self.workers == 1:
             for run in runs:
-                outcome, rec = _execute(run.to_dict(), store_root, retry_failed, wait)
+                outcome, rec = _execute(run.to_dict(), store_root, retry_failed, wait, self.progress)
                 yield run, outcome, rec
             return
         pool = self._get_pool()
@@ -139,12 +147,12 @@ class RayBackend(Backend):
             self._started = False
 
 
-def get_backend(name: str, workers: int = 1, address: str | None = None) -> Backend:
-    """``local`` or ``ray`` (``address`` only for ray)."""
+def get_backend(name: str, workers: int = 1, address: str | None = None, progress: bool = False) -> Backend:
+    """``local`` or ``ray`` (``address`` only for ray); ``progress``: inner bars of in-process runs."""
     if name == "local":
         if address:
             raise ValueError("--address is only for --backend ray")
-        return LocalBackend(workers)
+        return LocalBackend(workers, progress=progress)
     if name == "ray":
         return RayBackend(workers, address)
     raise ValueError(f"unknown backend {name!r}; expected 'local' or 'ray'")

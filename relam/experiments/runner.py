@@ -204,7 +204,7 @@ def run_spec(spec: Spec, scale: str, backend: str = "local", workers: int = 1, r
     summary = SweepSummary(runs=all_runs, records={r.key: store.get(r.key) for r in all_runs})
     summary.counts["skipped"] = len(all_runs) - len(todo)
     if todo:
-        be = get_backend(backend, workers=workers, address=address)
+        be = get_backend(backend, workers=workers, address=address, progress=progress)
         bar = tqdm(total=len(todo), desc=f"{spec.name} [{scale}]", unit="run", disable=not progress)
         try:
             pending = todo
