@@ -864,7 +864,6 @@ def _register() -> None:
         ground_truth = False
 
         def run(self, ctx: RunContext) -> RunResult:
-
             gt = self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]
             if ctx.task_spec().suite != "metaworld":
                 return self._offline(ctx, gt)

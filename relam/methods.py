@@ -82,6 +82,18 @@ class Budget(BaseModel):
         default=None, ge=2, description="offline control-set size, half expert, half noisy (None: 2 x n_demos, "
                                         "the paper's 100 + 100)")
 
+    #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
+    _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None}
+
+    def key_dict(self) -> dict[str, Any]:
+        """The budget as it enters run keys: late fields at their default are absent, so records
+        made before those fields existed keep their keys."""
+        d = self.model_dump()
+        for k, default in self._LATE_DEFAULTS.items():
+            if d.get(k) == default:
+                d.pop(k, None)
+        return d
+
     def offline_set_size(self) -> int:
         """Trajectories in the offline control set an offline run labels (ManiSkill rows)."""
         return int(self.offline_trajectories or 2 * self.n_demos)

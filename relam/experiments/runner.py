@@ -84,9 +84,7 @@ def expand(spec: Spec, scale: str) -> list[Run]:
     runs = []
     versions: dict[str, str] = {}
     for task in spec.tasks:
-        budget = spec.budget(task, scale).model_dump()
-        if budget.get("offline_trajectories") is None:  # a later field: absent at its default, so older
-            budget.pop("offline_trajectories", None)     # run keys stay valid
+        budget = spec.budget(task, scale).key_dict()
         for entry in spec.methods:
             if entry.method not in versions:
                 versions[entry.method] = _method_version(entry.method)
