@@ -110,10 +110,15 @@ class DiffusionReward(FrameRewardModel):
         return _to_float(hist.reshape(N * k, *hist.shape[2:]), self.size).reshape(N, 3 * k, self.size, self.size)
 
     def fit(self, demos: Sequence[Any], steps: int = 2000, progress: bool = False,
-            stats_items: int = 512) -> dict[str, float]:
+            stats_items: int = 512, device: str | torch.device = "cpu") -> dict[str, float]:
         """Train the next-frame model on expert videos, then measure the expert ``r_ce`` statistics.
 
         Demos may be :class:`relam.demos.Demo` objects or raw (T+1,H,W,3) uint8 videos.
+        ``device`` is where the training steps run (``"cuda"`` on a GPU box: the 5000 quick-scale
+        steps take hours on 2 CPU cores).  Batches, timesteps and noise are drawn on the CPU with
+        the same generators whatever the device, and the model comes back to the CPU afterwards,
+        where rewards are computed next to the simulator; a GPU-trained model differs from a
+        CPU-trained one only by floating-point rounding.
         """
         vids = [getattr(d, "frames", d) for d in demos]
         if not vids:
@@ -123,6 +128,8 @@ class DiffusionReward(FrameRewardModel):
         nxt = np.concatenate([p[1] for p in parts])
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed + 3)
+        dev = torch.device(device)
+        self._to_device(dev)
         self.unet.train()
         loss = float("nan")
         bar = tqdm(range(steps), desc="Diffusion Reward model", disable=not progress)
@@ -131,19 +138,29 @@ class DiffusionReward(FrameRewardModel):
             x0 = _to_float(nxt[idx], self.size)
             t = torch.randint(0, self.n_timesteps, (self.batch,), generator=gen)
             eps = torch.randn(x0.shape, generator=gen)
-            pred = self.unet(torch.cat([noisy_sample(x0, eps, self.abar[t]), self._inputs(hist[idx])], 1), t).sample
-            l = F.mse_loss(pred, eps)
+            noisy = noisy_sample(x0, eps, self.abar[t])
+            pred = self.unet(torch.cat([noisy, self._inputs(hist[idx])], 1).to(dev), t.to(dev)).sample
+            l = F.mse_loss(pred, eps.to(dev))
             self.opt.zero_grad()
             l.backward()
             self.opt.step()
             loss = l.item()
             self.train_steps += 1
             bar.set_postfix(loss=f"{loss:.4f}")
+        self._to_device(torch.device("cpu"))
         self.unet.eval()
         sub = rng.permutation(len(nxt))[:stats_items]
         ce = self.ce_reward_raw(hist[sub], nxt[sub])
         self.ce_stats = RunningMeanStd(float(ce.mean()), float(ce.var()), float(len(ce)))
         return {"loss": loss, "ce_mean": self.ce_stats.mean, "ce_std": self.ce_stats.std}
+
+    def _to_device(self, dev: torch.device) -> None:
+        """Move the network and its optimiser state (Adam's moments) to ``dev``."""
+        self.unet.to(dev)
+        for st in self.opt.state.values():
+            for k, v in st.items():
+                if torch.is_tensor(v) and k != "step":
+                    st[k] = v.to(dev)
 
     # ---------------------------------------------------------------- reward
     @torch.no_grad()
@@ -244,7 +261,10 @@ FIT_STEPS = {"smoke": 20, "small": 200}
 
 
 def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: bool = False) -> DiffusionReward:
-    """The task's trained Diffusion Reward model, trained once per (task, demos, scale) and cached."""
+    """The task's trained Diffusion Reward model, trained once per (task, demos, scale) and cached.
+
+    The video model trains on the GPU when torch sees one (see :meth:`DiffusionReward.fit`).
+    """
     from filelock import FileLock
 
     from relam.cache import cache_dir, settings_hash
@@ -259,7 +279,8 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
         if path.exists():
             return DiffusionReward.load(path)
         model = DiffusionReward(seed=seed)
-        model.fit(load_demos(task, n=n_demos), steps=steps, progress=progress)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model.fit(load_demos(task, n=n_demos), steps=steps, progress=progress, device=device)
         model.save(path)
         return model
 

@@ -10,6 +10,12 @@ Two commands (run with ``nice -n 10`` on the shared machine; one torch thread):
                batched (timed on ``--diffusion-steps`` transitions and scaled to 1,000).
 ``ranking``  per task: fit both baselines on expert videos and compare the mean per-step reward of
              held-out expert videos with random-action videos (success reward not paid).
+             Defaults are a small Diffusion Reward model (16 px, 600 steps) that fits on a CPU in
+             minutes; ``--diffusion-size 32 --diffusion-channels 32,64,128 --diffusion-batch 32
+             --diffusion-lr 3e-4 --diffusion-fit-steps 5000 --n-train 90 --n-test 10`` is the quick
+             scale's model, for a GPU box (``--device cuda``).
+``videos``   write the 64 px expert and random-action videos ``ranking`` reads into one ``.npz``, so
+             ``ranking --videos FILE`` runs on a machine without the simulators (a GPU box).
 
 Times are CPU seconds of the (single-threaded) process, the best of a few repeats.
 Results are printed and written as JSON under ``cache_dir()/benchmarks/``.
@@ -83,29 +89,64 @@ def cost(args: argparse.Namespace) -> dict:
     return out
 
 
-def ranking(args: argparse.Namespace) -> dict:
+def _ranking_videos(task: str, n_train: int, n_test: int, n_random_train: int | None = None):
+    """(train expert, test expert, train random, test random) videos of ``task`` from the simulator."""
     from relam.demos import load_demos
 
+    demos = [d.frames for d in load_demos(task, n=n_train + n_test)]
+    steps = int(np.mean([len(v) - 1 for v in demos]))
+    n_rt = n_train if n_random_train is None else n_random_train
+    rand = random_action_videos(task, n=n_rt + n_test, steps=steps, seed=17)
+    return demos[:n_train], demos[n_train:], rand[:n_rt], rand[n_rt:]
+
+
+def export_videos(args: argparse.Namespace) -> dict:
+    """Write ``ranking``'s videos, as 64 px policy images (what both models read), to ``args.out``."""
+    from baselines.common import to_policy_images
+
+    arrays, counts = {}, {}
+    for task in args.tasks:
+        parts = _ranking_videos(task, args.n_train, args.n_test, args.n_random_train)
+        counts[task] = [len(p) for p in parts]
+        for name, vids in zip(("train_e", "test_e", "train_r", "test_r"), parts):
+            for i, v in enumerate(vids):
+                arrays[f"{task}/{name}/{i:03d}"] = to_policy_images(v).transpose(0, 2, 3, 1)
+    np.savez_compressed(args.out, **arrays)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB)")
+    return counts
+
+
+def _videos_from_file(path: str, task: str):
+    with np.load(path) as z:
+        names = sorted(k for k in z.files if k.startswith(task + "/"))
+        if not names:
+            raise SystemExit(f"ranking --videos {path}: no videos of {task!r} in it; write them with "
+                             f"`bench_reward_cost.py videos {task} --out {path}`")
+        return tuple([z[k] for k in names if k.split("/")[1] == part]
+                     for part in ("train_e", "test_e", "train_r", "test_r"))
+
+
+def ranking(args: argparse.Namespace) -> dict:
     res = {}
     for task in args.tasks:
-        demos = [d.frames for d in load_demos(task, n=args.n_train + args.n_test)]
-        train_e, test_e = demos[: args.n_train], demos[args.n_train:]
-        steps = int(np.mean([len(v) - 1 for v in demos]))
-        rand = random_action_videos(task, n=args.n_train + args.n_test, steps=steps, seed=17)
-        train_r, test_r = rand[: args.n_train], rand[args.n_train:]
+        if args.videos:
+            train_e, test_e, train_r, test_r = _videos_from_file(args.videos, task)
+        else:
+            train_e, test_e, train_r, test_r = _ranking_videos(task, args.n_train, args.n_test)
         row: dict[str, dict] = {}
         torch.manual_seed(0)
         if args.dacfo_steps > 0:
             d = DACfO(size=args.dacfo_size)
             row["dacfo_untrained"] = expert_vs_random(d, test_e, test_r)
             t0 = time.time()
-            d.fit(train_e, policy_videos=train_r, steps=args.dacfo_steps, progress=True)
+            d.fit(train_e, policy_videos=train_r, steps=args.dacfo_steps, progress=args.progress)
             row["dacfo"] = {**expert_vs_random(d, test_e, test_r), "fit_s": time.time() - t0}
         ch = tuple(int(c) for c in args.diffusion_channels.split(","))
-        m = DiffusionReward(size=args.diffusion_size, channels=ch, batch=16, lr=args.diffusion_lr)
+        m = DiffusionReward(size=args.diffusion_size, channels=ch, batch=args.diffusion_batch,
+                            lr=args.diffusion_lr)
         row["diffusion_untrained"] = expert_vs_random(m, test_e, test_r)
         t0 = time.time()
-        m.fit(train_e, steps=args.diffusion_fit_steps, progress=True)
+        m.fit(train_e, steps=args.diffusion_fit_steps, progress=args.progress, device=args.device)
         fit_s = time.time() - t0
         m.use_rnd = False
         row["diffusion_ce_only"] = expert_vs_random(m, test_e, test_r)
@@ -137,10 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--diffusion-channels", default="16,32")
     r.add_argument("--diffusion-fit-steps", type=int, default=600)
     r.add_argument("--diffusion-lr", type=float, default=1e-3)
+    r.add_argument("--diffusion-batch", type=int, default=16)
+    r.add_argument("--device", default="cpu", help="where the Diffusion Reward model trains (cuda on a GPU box)")
+    r.add_argument("--videos", default="", help="read the videos from this file (see `videos`), not the simulator")
+    r.add_argument("--no-progress", dest="progress", action="store_false")
+    v = sub.add_parser("videos", help="export ranking's videos for a machine without the simulators")
+    v.add_argument("tasks", nargs="+")
+    v.add_argument("--n-train", type=int, default=8)
+    v.add_argument("--n-test", type=int, default=4)
+    v.add_argument("--n-random-train", type=int, default=None,
+                   help="random-action training videos (default --n-train; only DACfO and RND use them)")
+    v.add_argument("--out", required=True)
     p.add_argument("--tag", default="", help="suffix of the output JSON name")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 for the cost timings)")
     a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    out = cost(a) if a.cmd == "cost" else ranking(a)
+    torch.set_num_threads(a.threads)
+    out = {"cost": cost, "ranking": ranking, "videos": export_videos}[a.cmd](a)
     if a.cmd == "cost":
         for k, v in out.items():
             print(f"{k:28s} {v:10.3f}")
