@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relam", description="ReLAM benchmark-reproduction harness")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for sc in SUBCOMMANDS.values():
-        text = sc.help.replace("%", "%%")  # argparse %-formats help strings
-        p = sub.add_parser(sc.name, help=text, description=text)
+        # argparse %-formats help strings (the command list), not descriptions (`relam CMD --help`)
+        p = sub.add_parser(sc.name, help=sc.help.replace("%", "%%"), description=sc.help)
         sc.setup(p)
         p.set_defaults(_run=sc.run)
     return parser

@@ -34,6 +34,7 @@ def test_help(sub, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "spec" in out and "--scale" in out
+    assert "%%" not in out  # argparse does not %-format descriptions: no doubled percent signs
 
 
 def test_top_level_help_lists_subcommands(capsys):
