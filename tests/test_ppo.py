@@ -176,3 +176,35 @@ def test_image_only_observation_and_extra_callbacks(tmp_path):
     res = train_ppo(lambda s: ImageOnly(CountEnv(image=True)), settings, tmp_path, total_steps=40,
                     eval_every=40, eval_episodes=1, seed=0, progress=False, callbacks=[Count()])
     assert Count.n == 2 and [s for s, _ in res.curve] == [0, 40]
+
+
+def test_train_log_keeps_a_batched_reward_models_rollout_mean(tmp_path):
+    """DACfO / Diffusion Reward episodes return a placeholder 0; their curve shows the model's reward."""
+    import csv
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from relam.rl.evaluation import _training_signal
+    from relam.rl.ppo import MODEL_REWARD_KEY
+
+    class FakeModelReward(BaseCallback):
+        k = 0
+
+        def _on_step(self):
+            return True
+
+        def _on_rollout_end(self):
+            FakeModelReward.k += 1
+            self.logger.record(MODEL_REWARD_KEY, 0.25 * FakeModelReward.k)
+
+    settings = PPOSettings(n_steps=20, batch_size=10, n_epochs=1, point_hidden=(8,), net_arch=(8,))
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=60, eval_every=60, eval_episodes=1,
+              seed=0, progress=False, callbacks=[FakeModelReward()])
+    rows = list(csv.DictReader((tmp_path / "train.csv").open()))
+    assert [float(r["model_reward_mean"]) for r in rows] == [0.25, 0.5, 0.75]
+    label, steps, vals = _training_signal(rows)
+    assert label.startswith("reward model") and steps == [20, 40, 60] and vals == [0.25, 0.5, 0.75]
+    # without a reward model the column is empty/NaN and the episode return is the signal
+    plain = [{"step": 20, "ep_return_mean": -3.0, "model_reward_mean": float("nan")}]
+    assert _training_signal(plain)[0] == "training episode return"
+    assert _training_signal([{"step": 20, "ep_return_mean": 0.0, "model_reward_mean": ""}]) is None

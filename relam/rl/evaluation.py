@@ -127,8 +127,15 @@ def curve_to_csv(rows: Sequence[dict[str, Any]], fieldnames: Sequence[str] | Non
     return buf.getvalue().encode()
 
 
-def plot_curve(curve: Sequence[tuple[int, float]], path: str | Path, title: str = "") -> None:
-    """Learning-curve PNG (success rate vs environment steps), written atomically."""
+def plot_curve(curve: Sequence[tuple[int, float]], path: str | Path, title: str = "",
+               train_rows: Sequence[dict[str, Any]] | None = None) -> None:
+    """Learning-curve PNG, written atomically.
+
+    Left: evaluation success rate vs environment steps.  Right (with ``train_rows``, the rows of
+    ``train.csv``): the training signal per rollout, which moves long before success does -- the
+    mean episode return of the method's own reward, or, for batched reward models whose episodes
+    return a placeholder 0, the model's mean per-step reward (``model_reward_mean``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,20 +143,42 @@ def plot_curve(curve: Sequence[tuple[int, float]], path: str | Path, title: str 
 
     from relam.cache import atomic_write_bytes
 
-    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    signal = _training_signal(train_rows or [])
+    fig, axes = plt.subplots(1, 2 if signal else 1, figsize=(9.5 if signal else 5, 3.2), dpi=100,
+                             squeeze=False)
+    ax = axes[0, 0]
     if curve:
         steps, vals = zip(*curve)
         ax.plot(steps, vals, marker="o", ms=3)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("success rate")
+    ax.set_ylabel("success rate (evaluation)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
+    if signal:
+        label, steps, vals = signal
+        ax2 = axes[0, 1]
+        ax2.plot(steps, vals, color="tab:green", lw=1)
+        ax2.set_xlabel("environment steps")
+        ax2.set_ylabel(label)
+        ax2.set_title("training signal per rollout", fontsize=9)
+        ax2.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def _training_signal(rows: Sequence[dict[str, Any]]) -> tuple[str, list[int], list[float]] | None:
+    """(label, steps, values) of the best training signal in ``train.csv`` rows, or None."""
+    for key, label in (("model_reward_mean", "reward model: mean reward per step"),
+                       ("ep_return_mean", "training episode return")):
+        pts = [(int(r["step"]), float(r[key])) for r in rows
+               if r.get(key) not in (None, "") and np.isfinite(float(r[key]))]
+        if pts and (key != "ep_return_mean" or any(v != 0.0 for _, v in pts)):
+            return label, [s for s, _ in pts], [v for _, v in pts]
+    return None
 
 
 class SuccessEvalCallback(BaseCallback):

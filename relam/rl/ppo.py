@@ -271,12 +271,21 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
 # --------------------------------------------------------------------------- training loop
 
 
-_TRAIN_FIELDS = ("step", "wall_s", "ep_return_mean", "episodes", "stage_mean", "train_success")
+_TRAIN_FIELDS = ("step", "wall_s", "ep_return_mean", "episodes", "stage_mean", "train_success",
+                 "model_reward_mean")
+#: where a batched reward model (DACfO, Diffusion Reward) logs the mean reward it gave a rollout;
+#: their environments pay a placeholder 0, so ``ep_return_mean`` says nothing for them
+MODEL_REWARD_KEY = "reward_model/reward_mean"
 _EVAL_FIELDS = ("step", "success_rate", "mean_stage", "mean_return", "wall_s")
 
 
 class _TrainLog(BaseCallback):
-    """Per-rollout training statistics (CSV rows) and a tqdm bar."""
+    """Per-rollout training statistics (CSV rows) and a tqdm bar.
+
+    ``model_reward_mean`` is the rollout's mean per-step reward from a batched reward model, read
+    from the SB3 logger under :data:`MODEL_REWARD_KEY` (callbacks passed to :func:`train_ppo` run
+    before this one, so the value is the current rollout's); NaN for methods without one.
+    """
 
     def __init__(self, total: int, start: int, progress: bool):
         super().__init__(verbose=0)
@@ -312,6 +321,7 @@ class _TrainLog(BaseCallback):
             "episodes": len(self._ep_stage),
             "stage_mean": float(np.mean(self._ep_stage)) if self._ep_stage else float("nan"),
             "train_success": float(np.mean(self._ep_success)) if self._ep_success else float("nan"),
+            "model_reward_mean": float(self.model.logger.name_to_value.get(MODEL_REWARD_KEY, float("nan"))),
         }
         self.rows.append(row)
         self._ep_stage.clear()
@@ -400,9 +410,12 @@ def train_ppo(
         eval_rows.append({"step": step, "success_rate": res.success_rate, "mean_stage": res.mean_stage,
                           "mean_return": float(np.mean(res.returns)),
                           "wall_s": round(t_prev + time.time() - t0, 2)})
+        write_outputs()
+
+    def write_outputs() -> None:
         atomic_write_bytes(out / "eval.csv", curve_to_csv(eval_rows, _EVAL_FIELDS))
         atomic_write_bytes(out / "train.csv", curve_to_csv(log.rows, _TRAIN_FIELDS))
-        plot_curve(cb.curve, out / "curve.png", title)
+        plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
         _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
 
     cb = SuccessEvalCallback(eval_env, eval_seeds(eval_episodes), eval_every, on_eval)
@@ -417,6 +430,8 @@ def train_ppo(
                     progress_bar=False)
     if not cb.curve or cb.curve[-1][0] < int(model.num_timesteps):
         cb.evaluate_now(int(model.num_timesteps))
+    elif remaining > 0:
+        write_outputs()  # the last rollout's training row comes after the evaluation that ended it
     venv.close()
     eval_env.close()
     last = eval_rows[-1] if eval_rows else {}
