@@ -30,7 +30,8 @@ with the buffer's own method (so a subclass such as the segmented-GAE buffer kee
 then calls ``model.update`` with the rollout (DACfO's discriminator step, Diffusion Reward's RND
 step) -- after labelling, so a rollout is rewarded by the model that existed when it was collected.
 Side effect: a ``Monitor`` under the VecEnv records the placeholder returns (0); the callback
-logs the model reward's mean/std under ``reward_model/`` instead.
+logs the model reward's mean/std under ``reward_model/`` instead, and ``train_ppo`` keeps the mean
+in ``train.csv`` (``model_reward_mean``) and plots it beside the success curve.
 ``wrap(env, per_step=True)`` instead calls the model every step (fine for DACfO's small CNN, no
 callback needed for rewards, but the discriminator still needs the callback to learn).
 
