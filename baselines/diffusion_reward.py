@@ -117,8 +117,9 @@ class DiffusionReward(FrameRewardModel):
         ``device`` is where the training steps run (``"cuda"`` on a GPU box: the 5000 quick-scale
         steps take hours on 2 CPU cores).  Batches, timesteps and noise are drawn on the CPU with
         the same generators whatever the device, and the model comes back to the CPU afterwards,
-        where rewards are computed next to the simulator; a GPU-trained model differs from a
-        CPU-trained one only by floating-point rounding.
+        where rewards are computed next to the simulator.  A GPU-trained model differs from a
+        CPU-trained one only through floating-point rounding, which compounds over the steps
+        (two GPU fits of drawer-open's quick model ended at losses 0.0025 and 0.0027).
         """
         vids = [getattr(d, "frames", d) for d in demos]
         if not vids:
