@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from relam.cache import atomic_write_bytes
+from relam.rl.ppo import MODEL_REWARD_PREFIX
 
 __all__ = [
     "POLICY_IMAGE_SIZE",
@@ -486,7 +487,7 @@ class RolloutRewardCallback(_callback_base()):
         if self.do_update and self._n_rollouts % self.update_every == 0:
             self.last_stats.update(self.reward_model.update_items(hist, nxt))
         for k, v in self.last_stats.items():
-            self.logger.record(f"reward_model/{k}", v)
+            self.logger.record(MODEL_REWARD_PREFIX + k, v)  # train_ppo's train.csv reads reward_mean
         self._items = []
 
 

@@ -168,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cost", help="reward cost per 1,000 steps")
     c.add_argument("--diffusion-steps", type=int, default=100, help="transitions to time Diffusion Reward on")
-    r = sub.add_parser("ranking", help="expert vs random mean reward per task")
-    r.add_argument("tasks", nargs="+")
-    r.add_argument("--n-train", type=int, default=8)
-    r.add_argument("--n-test", type=int, default=4)
+    videos = argparse.ArgumentParser(add_help=False)  # which videos: shared by ranking and videos
+    videos.add_argument("tasks", nargs="+")
+    videos.add_argument("--n-train", type=int, default=8, help="expert training videos (ignored with --videos)")
+    videos.add_argument("--n-test", type=int, default=4, help="held-out expert and random videos (ignored with --videos)")
+    r = sub.add_parser("ranking", parents=[videos], help="expert vs random mean reward per task")
     r.add_argument("--dacfo-size", type=int, default=64)
     r.add_argument("--dacfo-steps", type=int, default=200, help="0 skips DACfO")
     r.add_argument("--diffusion-size", type=int, default=16)
@@ -182,10 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", default="cpu", help="where the Diffusion Reward model trains (cuda on a GPU box)")
     r.add_argument("--videos", default="", help="read the videos from this file (see `videos`), not the simulator")
     r.add_argument("--no-progress", dest="progress", action="store_false")
-    v = sub.add_parser("videos", help="export ranking's videos for a machine without the simulators")
-    v.add_argument("tasks", nargs="+")
-    v.add_argument("--n-train", type=int, default=8)
-    v.add_argument("--n-test", type=int, default=4)
+    v = sub.add_parser("videos", parents=[videos], help="export ranking's videos for a machine without the simulators")
     v.add_argument("--n-random-train", type=int, default=None,
                    help="random-action training videos (default --n-train; only DACfO and RND use them)")
     v.add_argument("--out", required=True)
@@ -193,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 for the cost timings)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    out = {"cost": cost, "ranking": ranking, "videos": export_videos}[a.cmd](a)
+    if a.cmd == "videos":
+        export_videos(a)  # the .npz is the output
+        return 0
+    out = cost(a) if a.cmd == "cost" else ranking(a)
     if a.cmd == "cost":
         for k, v in out.items():
             print(f"{k:28s} {v:10.3f}")

@@ -129,6 +129,8 @@ class _NoiseImageEnv(gym.Env):
 def test_callback_relabels_rollout_in_batch_and_updates_discriminator(videos):
     from stable_baselines3 import PPO
 
+    from relam.rl.ppo import MODEL_REWARD_KEY
+
     train_e = videos[0]
     model = _small(seed=2, updates_per_call=1)
     model.fit(train_e[:1])
@@ -144,6 +146,7 @@ def test_callback_relabels_rollout_in_batch_and_updates_discriminator(videos):
             super()._on_rollout_end()
             snapshot["buf"] = ppo.rollout_buffer.rewards[:, 0].copy()
             snapshot["std"] = self.ret_rms.std
+            snapshot["logged"] = self.logger.name_to_value.get(MODEL_REWARD_KEY)
 
     cb = _Grab(model, gamma=ppo.gamma)
     ppo.learn(16, callback=cb)
@@ -151,6 +154,8 @@ def test_callback_relabels_rollout_in_batch_and_updates_discriminator(videos):
     np.testing.assert_allclose(snapshot["buf"][:-1] * snapshot["std"], snapshot["r"], rtol=1e-4, atol=1e-5)
     assert model.n_updates == 1  # the discriminator learned from the rollout
     assert len(model.replay) == 16
+    # train_ppo's train.csv reads the rollout's mean model reward from this logger key
+    assert snapshot["logged"] == pytest.approx(float(np.mean(snapshot["buf"] * snapshot["std"])), rel=1e-4)
 
 
 def test_methods_are_registered_for_the_runner():

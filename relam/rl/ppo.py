@@ -273,9 +273,11 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
 
 _TRAIN_FIELDS = ("step", "wall_s", "ep_return_mean", "episodes", "stage_mean", "train_success",
                  "model_reward_mean")
-#: where a batched reward model (DACfO, Diffusion Reward) logs the mean reward it gave a rollout;
-#: their environments pay a placeholder 0, so ``ep_return_mean`` says nothing for them
-MODEL_REWARD_KEY = "reward_model/reward_mean"
+#: SB3 logger prefix of a batched reward model's statistics (DACfO, Diffusion Reward:
+#: ``baselines.common.RolloutRewardCallback``); its ``reward_mean`` is the mean reward it gave a
+#: rollout. Their environments pay a placeholder 0, so ``ep_return_mean`` says nothing for them.
+MODEL_REWARD_PREFIX = "reward_model/"
+MODEL_REWARD_KEY = MODEL_REWARD_PREFIX + "reward_mean"
 _EVAL_FIELDS = ("step", "success_rate", "mean_stage", "mean_return", "wall_s")
 
 
