@@ -569,17 +569,30 @@ def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
 # ------------------------------------------------------------------------------- one run of Table 4
 
 
+def require_image_input(ctx: Any, title: str) -> None:
+    """Image-only methods have no keypoints to give a points-only policy: say so, naming the field."""
+    if ctx.budget.policy_input != "image+points":
+        raise ValueError(
+            f"{title} learns from images only; the budget's policy_input={ctx.budget.policy_input!r} gives the "
+            "policy keypoints alone. Set policy_input: image+points in the spec's budget for this scale, or "
+            "compare points-only runs with ReLAM's own variants only"
+        )
+
+
 def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str | Path, train_steps: int,
                    eval_every: int, eval_episodes: int, n_steps: int) -> Any:
     """PPO on the run's task with ``model``'s reward: ``model.wrap(make_env(task))`` (image-only
     observation, rewards filled in per rollout by ``model.callback()``, which also runs the model's
     online update), evaluated on success as every other method.  Any suite: DACfO's offline rows
     run it on ManiSkill for their discriminators (appendix A.4)."""
-    from relam.rl.ppo import PPOSettings, train_ppo
+    from relam.rl.ppo import train_ppo
     from relam.tasks import make_env
 
     spec = ctx.task_spec()
-    ppo = PPOSettings(n_steps=int(n_steps), batch_size=min(64, int(n_steps)))
+    require_image_input(ctx, title)
+    n_envs = ctx.budget.n_envs
+    n = max(n_envs, int(n_steps) - int(n_steps) % n_envs)
+    ppo = ctx.ppo_settings(n_steps=n, batch_size=min(64, n))
 
     def env_fn(seed: int) -> gym.Env:
         return model.wrap(make_env(spec, seed=seed))

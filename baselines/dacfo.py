@@ -317,6 +317,7 @@ class DACfOMethod(RewardMethod):
     """
 
     Settings = MethodSettings
+    policy_inputs = ("image+points",)  # learns from images alone
     version = "1"
 
     def run(self, ctx):

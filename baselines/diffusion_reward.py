@@ -312,6 +312,7 @@ class DiffusionRewardMethod(RewardMethod):
     """
 
     Settings = MethodSettings
+    policy_inputs = ("image+points",)  # learns from images alone
     version = "1"
 
     def run(self, ctx):

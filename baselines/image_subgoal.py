@@ -860,6 +860,7 @@ def _register() -> None:
 
     class _ImageSubgoalMethod(RewardMethod):
         Settings = ImageSubgoalSettings
+        policy_inputs = ("image+points",)  # learns from images alone
         version = "1"
         ground_truth = False
 
@@ -883,15 +884,17 @@ def _register() -> None:
 
         def _online(self, ctx: RunContext, gt: bool) -> RunResult:
             """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""
-            from relam.rl.ppo import PPOSettings, train_ppo
+            from baselines.common import require_image_input
+            from relam.rl.ppo import train_ppo
             from relam.tasks import make_env
 
             spec = ctx.task_spec()
+            require_image_input(ctx, self.name)
             comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
             planner = OracleSubgoalPlanner() if gt else ImageSubgoalPlanner(comp.model)
             reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)
             b = ctx.budget
-            ppo = PPOSettings(n_steps=max(64, min(2000, b.train_steps)))
+            ppo = ctx.ppo_settings()
 
             def env_fn(seed: int) -> gym.Env:
                 env = ImageSubgoalWrapper(make_env(spec), planner, comp.embedding, reward, seed=seed)

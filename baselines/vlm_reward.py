@@ -761,6 +761,7 @@ class VLMReward(RewardMethod):
     """
 
     Settings = VLMRewardSettings
+    policy_inputs = ("image+points",)  # learns from images alone
     version = "3"
 
     def run(self, ctx: RunContext) -> RunResult:

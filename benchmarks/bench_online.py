@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reach", choices=("every", "mean"), default=None,
                     help="subgoal reached when every keypoint / the mean distance is within theta_s")
     ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length (appendix C: 2000)")
+    ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length over all envs (appendix C: 2000)")
+    ap.add_argument("--n-envs", type=int, default=8, help="parallel environments (the rollout is split between them)")
+    ap.add_argument("--log-std-init", type=float, default=-0.5, help="initial log std of the policy")
+    ap.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy")
+    ap.add_argument("--post-success-steps", type=int, default=None,
+                    help="override the task entry's post_success_steps (expert steps after its first success)")
     ap.add_argument("--no-segment-gae", action="store_true", help="plain GAE (ablation)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--reference", type=int, default=0, metavar="N",
@@ -67,14 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     from relam.rl.ppo import PPOSettings, train_ppo
     from relam.wrappers import GroundTruthSubgoals, make_relam_env
 
+    from relam.tasks import get_task
+
+    task = get_task(args.task)
+    if args.post_success_steps is not None:
+        task = dataclasses.replace(task, post_success_steps=args.post_success_steps)
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
-    out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-s{args.seed}"
+    variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
+               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}")
+    out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:
         reward = dataclasses.replace(reward, reach=args.reach)
-    ppo = PPOSettings(learning_rate=args.lr, n_steps=args.n_steps, segment_gae=not args.no_segment_gae)
+    ppo = PPOSettings(learning_rate=args.lr, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
+                      n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
     if args.subgoals == "generated":
         from relam.relam_method import anticipation_model
@@ -85,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         planner = GroundTruthSubgoals()
 
     def env_fn(seed: int):
-        return make_relam_env(args.task, planner, seed=seed, settings=reward,
+        return make_relam_env(task, planner, seed=seed, settings=reward,
                               include_image=args.image, policy_image_size=64)
 
     t0 = time.time()

@@ -55,6 +55,7 @@ __all__ = [
     "get_method",
     "is_implemented",
     "list_methods",
+    "policy_inputs",
     "register_method",
     "settings_model",
 ]
@@ -81,9 +82,19 @@ class Budget(BaseModel):
     offline_trajectories: int | None = Field(
         default=None, ge=2, description="offline control-set size, half expert, half noisy (None: 2 x n_demos, "
                                         "the paper's 100 + 100)")
+    policy_input: Literal["image+points", "points"] = Field(
+        default="image+points",
+        description="what a keypoint method's online policy sees: the paper's 64 px image + current and "
+                    "target keypoints, or the keypoints alone (the fast loop: nothing rendered after reset). "
+                    "Image-only methods cannot run with 'points'")
+    n_envs: int = Field(default=1, ge=1, description="parallel environments of online PPO (the rollout "
+                                                     "stays 2000 steps, split between them)")
+    log_std_init: float = Field(default=0.0, description="initial log std of the PPO policy (SB3's default 0)")
+    learning_rate: float = Field(default=3e-4, gt=0, description="PPO learning rate")
 
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
-    _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None}
+    _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
+                                                 "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4}
 
     def key_dict(self) -> dict[str, Any]:
         """The budget as it enters run keys: late fields at their default are absent, so records
@@ -143,6 +154,20 @@ class RunContext:
 
         return dataclasses.replace(get_task(self.task), horizon=self.horizon())
 
+    def ppo_settings(self, **overrides: Any) -> Any:
+        """The online PPO settings every method of a run shares (equal terms): appendix C's 2000
+        steps a rollout -- fewer when the budget is smaller (smoke) -- split between the budget's
+        ``n_envs`` environments, with the budget's exploration std and learning rate."""
+        from relam.rl.ppo import PPOSettings
+
+        b = self.budget
+        n_steps = max(64, min(2000, b.train_steps))
+        n_steps -= n_steps % b.n_envs
+        kw: dict[str, Any] = dict(n_steps=max(n_steps, b.n_envs), n_envs=b.n_envs,
+                                  log_std_init=b.log_std_init, learning_rate=b.learning_rate)
+        kw.update(overrides)
+        return PPOSettings(**kw)
+
 
 @dataclass
 class RunResult:
@@ -184,6 +209,9 @@ class RewardMethod:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    #: the budget ``policy_input`` values the method can train with (image-only reward models
+    #: have no keypoints to give a points-only policy); spec validation checks it.
+    policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points")
 
     def run(self, ctx: RunContext) -> RunResult:  # pragma: no cover - interface
         raise NotImplementedError
@@ -259,19 +287,25 @@ class Declaration:
     module: str
     settings: type[MethodSettings]
     doc: str
+    #: as :attr:`RewardMethod.policy_inputs`, known without importing the implementation
+    policy_inputs: tuple[str, ...] = ("image+points", "points")
 
+
+#: the policy input of methods whose reward reads images only
+IMAGE_ONLY = ("image+points",)
 
 #: name -> where the implementation is expected to register itself, and its settings model.
 DECLARED_METHODS: dict[str, Declaration] = {
     "relam": Declaration("relam.relam_method", ReLAMSettings, "ReLAM: keypoint anticipation + distance reward"),
-    "dacfo": Declaration("baselines.dacfo", MethodSettings, "DACfO: adversarial imitation from observation"),
+    "dacfo": Declaration("baselines.dacfo", MethodSettings, "DACfO: adversarial imitation from observation",
+                         IMAGE_ONLY),
     "diffusion_reward": Declaration("baselines.diffusion_reward", MethodSettings,
-                                    "Diffusion Reward: conditional entropy of a video diffusion model"),
+                                    "Diffusion Reward: conditional entropy of a video diffusion model", IMAGE_ONLY),
     "image_subgoal": Declaration("baselines.image_subgoal", ImageSubgoalSettings,
-                                 "IS: generated image subgoals, DINOv2 cosine-similarity reward"),
+                                 "IS: generated image subgoals, DINOv2 cosine-similarity reward", IMAGE_ONLY),
     "oracle": Declaration("baselines.image_subgoal", ImageSubgoalSettings,
-                          "Oracle: IS with the ground-truth image subgoals"),
-    "vlm_reward": Declaration("baselines.vlm_reward", VLMRewardSettings, "VLM reward"),
+                          "Oracle: IS with the ground-truth image subgoals", IMAGE_ONLY),
+    "vlm_reward": Declaration("baselines.vlm_reward", VLMRewardSettings, "VLM reward", IMAGE_ONLY),
 }
 
 _imported_plugins: set[str] = set()
@@ -318,6 +352,16 @@ def _resolve(name: str) -> type[RewardMethod] | None:
         _import_quietly(DECLARED_METHODS[name].module)
         return _REGISTRY.get(name)
     raise ValueError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
+
+
+def policy_inputs(name: str) -> tuple[str, ...]:
+    """The budget ``policy_input`` values method ``name`` can train with (without importing it)."""
+    _load_plugins()
+    if name in _REGISTRY:
+        return tuple(_REGISTRY[name].policy_inputs)
+    if name in DECLARED_METHODS:
+        return DECLARED_METHODS[name].policy_inputs
+    raise ValueError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
 
 
 def is_implemented(name: str) -> bool:

@@ -90,16 +90,17 @@ class ReLAM(RewardMethod):
         return self._offline(ctx, spec, planner, reward)
 
     def _online(self, ctx: RunContext, spec: Any, planner: Any, reward: Any) -> RunResult:
-        from relam.rl.ppo import PPOSettings, train_ppo
+        from relam.rl.ppo import train_ppo
         from relam.wrappers import make_relam_env
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
         b = ctx.budget
-        # appendix C: 2000 steps a rollout; a smaller budget (smoke) collects what it can afford
-        ppo = PPOSettings(n_steps=max(64, min(2000, b.train_steps)))
+        ppo = ctx.ppo_settings()
+        with_image = b.policy_input == "image+points"
 
         def env_fn(seed: int):
-            return make_relam_env(spec, planner, seed=seed, settings=reward, n_points=s.n_points)
+            return make_relam_env(spec, planner, seed=seed, settings=reward, n_points=s.n_points,
+                                  include_image=with_image)
 
         return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes,
                          ctx.seed, progress=ctx.progress, title=f"ReLAM {spec.name} seed {ctx.seed}")

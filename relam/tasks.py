@@ -57,6 +57,12 @@ class TaskSpec:
     offline: bool = False
     offline_noise: float = 0.0
     show_goal: bool = False
+    #: Meta-World: steps the scripted expert keeps going after the first successful step. A demo
+    #: that stops at the first success ends on the threshold state itself, so its last keyframe --
+    #: the final subgoal -- is reached a few steps *before* success (every keypoint within 6 px of
+    #: it 3 steps early on drawer, 5-7 on door, 9-10 on button); running on puts the final subgoal
+    #: past the success threshold, so reaching it means the task is done.
+    post_success_steps: int = 0
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -81,13 +87,13 @@ class TaskSpec:
 
 
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
-_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False}
+_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0}
 
 
 _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
-    "offline_noise": (int, float), "show_goal": bool,
+    "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -113,6 +119,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         raise TaskError(f"{where}: field 'suite' must be one of {SUITES}, got {entry['suite']!r}")
     if entry["horizon"] <= 0 or entry["image_size"] < 16:
         raise TaskError(f"{where}: 'horizon' must be > 0 and 'image_size' >= 16")
+    if entry.get("post_success_steps", 0) < 0:
+        raise TaskError(f"{where}: field 'post_success_steps' must be >= 0 (steps the expert runs on "
+                        f"after its first success), got {entry['post_success_steps']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -149,6 +158,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         offline=bool(entry.get("offline", False)),
         offline_noise=float(entry.get("offline_noise", 0.0)),
         show_goal=bool(entry.get("show_goal", False)),
+        post_success_steps=int(entry.get("post_success_steps", 0)),
     )
 
 

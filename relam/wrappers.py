@@ -165,6 +165,23 @@ class _FirstFrameView:
         return self._seg0
 
 
+def _expert_task(task: str, env: Any) -> Any:
+    """The task entry the expert replays: the training env's own entry (it may differ from the
+    registry's, e.g. in ``post_success_steps``) with the registry's horizon, so that a short smoke
+    horizon does not cut the expert off before it succeeds."""
+    import dataclasses
+
+    from relam.tasks import TaskError, get_task
+
+    spec = getattr(env, "task", None)
+    if spec is None or not hasattr(spec, "suite"):
+        return task
+    try:
+        return dataclasses.replace(spec, horizon=max(spec.horizon, get_task(spec.name).horizon))
+    except TaskError:
+        return spec
+
+
 class GroundTruthSubgoals:
     """Ground-truth subgoals (Fig. 6c): keypoint selection on an expert rollout from the same start.
 
@@ -200,13 +217,14 @@ class GroundTruthSubgoals:
         self.cache_size = int(cache_size)
         self.expert_failures = 0
 
-    def _expert_rollout(self, task: str, seed: int) -> Any:
+    def _expert_rollout(self, task: Any, seed: int) -> Any:
         from relam.demos import rollout_expert
         from relam.tasks import make_env
 
-        if task not in self._envs:
-            self._envs[task] = make_env(task, render=not self.fast)
-        env = self._envs[task]
+        name = str(getattr(task, "name", task))
+        if name not in self._envs:
+            self._envs[name] = make_env(task, render=not self.fast)
+        env = self._envs[name]
         demo = rollout_expert(_FirstFrameView(env) if self.fast else env, int(seed))
         if demo is None:  # ManiSkill's motion planner found no plan from this state
             raise RuntimeError(
@@ -234,7 +252,7 @@ class GroundTruthSubgoals:
             )
         key = (str(task), int(seed))
         if key not in self._memo:
-            demo = self._rollout(task, int(seed))
+            demo = self._rollout(_expert_task(task, env), int(seed))
             plan = check_plan(self._extract(demo))
             if len(self._memo) >= self.cache_size:
                 self._memo.pop(next(iter(self._memo)))

@@ -56,9 +56,13 @@ class Run:
         out = {"task": self.task, "method": self.method, "method_version": self.method_version,
                "settings": self.settings, "seed": self.seed, "budget": self.budget}
         # a simulator fix changes what every run on that suite measured (absent: never revised)
-        revision = SIM_REVISION.get(get_task(self.task).suite)
+        spec = get_task(self.task)
+        revision = SIM_REVISION.get(spec.suite)
         if revision:
             out["sim_revision"] = revision
+        # the task entry (camera, prompts, horizon, the expert's post-success steps) shapes the demos
+        # and the environment every method trains in: a changed entry is a different run
+        out["task_entry"] = settings_hash(spec.to_dict())
         return out
 
     @property

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from relam.cache import REPO_ROOT
-from relam.methods import Budget, MethodSettings, list_methods, settings_model
+from relam.methods import Budget, MethodSettings, list_methods, policy_inputs, settings_model
 
 __all__ = [
     "SCALES",
@@ -262,6 +262,17 @@ def _semantic_checks(spec: Spec, source: str) -> None:
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         errors.append(f"methods: duplicate labels {dup}")
+    # equal terms: every column of a scale trains with the budget's policy input, so a method that
+    # cannot use it (an image-only reward with a points-only policy) is a spec error, not a failed run
+    for suite, per_scale in spec.budgets.items():
+        for scale in SCALES:
+            wanted = getattr(per_scale, scale).policy_input
+            for i, m in enumerate(spec.methods):
+                if m.method in known_methods and wanted not in policy_inputs(m.method):
+                    errors.append(
+                        f"budgets.{suite}.{scale}.policy_input: {wanted!r} cannot train methods[{i}] "
+                        f"({m.label}, method {m.method!r}: it learns from images only); use image+points, or "
+                        "compare a points-only loop with ReLAM's own variants in a spec of their own")
 
     seeds = spec.seeds if isinstance(spec.seeds, list) else None
     seed_lists = {"seeds": seeds} if seeds is not None else {
