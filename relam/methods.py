@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "Budget",
@@ -74,23 +74,36 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    train_steps: int = Field(ge=0, description="env steps (online) or gradient steps (offline)")
-    eval_every: int = Field(gt=0, description="steps between evaluations (learning-curve points)")
-    eval_episodes: int = Field(gt=0, description="episodes per evaluation")
-    n_demos: int = Field(default=100, gt=0, description="video demos to learn the reward from")
-    horizon: int | None = Field(default=None, gt=0, description="episode length override (None: the task's)")
+    # strict numbers: a spec's quoted "200" or a YAML boolean is a mistake, not a number
+    train_steps: int = Field(ge=0, strict=True, description="env steps (online) or gradient steps (offline)")
+    eval_every: int = Field(gt=0, strict=True, description="steps between evaluations (learning-curve points)")
+    eval_episodes: int = Field(gt=0, strict=True, description="episodes per evaluation")
+    n_demos: int = Field(default=100, gt=0, strict=True, description="video demos to learn the reward from")
+    horizon: int | None = Field(default=None, gt=0, strict=True,
+                                description="episode length override (None: the task's)")
     offline_trajectories: int | None = Field(
-        default=None, ge=2, description="offline control-set size, half expert, half noisy (None: 2 x n_demos, "
-                                        "the paper's 100 + 100)")
+        default=None, ge=2, strict=True,
+        description="offline control-set size, half expert, half noisy (None: 2 x n_demos, the paper's 100 + 100)")
     policy_input: Literal["image+points", "points"] = Field(
         default="image+points",
         description="what a keypoint method's online policy sees: the paper's 64 px image + current and "
                     "target keypoints, or the keypoints alone (the fast loop: nothing rendered after reset). "
                     "Image-only methods cannot run with 'points'")
-    n_envs: int = Field(default=1, ge=1, description="parallel environments of online PPO (the rollout "
-                                                     "stays 2000 steps, split between them)")
-    log_std_init: float = Field(default=0.0, description="initial log std of the PPO policy (SB3's default 0)")
-    learning_rate: float = Field(default=3e-4, gt=0, description="PPO learning rate")
+    n_envs: int = Field(default=1, ge=1, strict=True, description="parallel environments of online PPO (the "
+                                                                  "rollout stays 2000 steps, split between them)")
+    log_std_init: float = Field(default=0.0, strict=True,
+                                description="initial log std of the PPO policy (SB3's default 0)")
+    learning_rate: float = Field(default=3e-4, gt=0, strict=True, description="PPO learning rate")
+
+    @field_validator("eval_every")
+    @classmethod
+    def _evaluates_within_training(cls, eval_every: int, info: ValidationInfo) -> int:
+        """A run that trains must evaluate before it ends, or its curve (and final success) is empty."""
+        train_steps = info.data.get("train_steps")
+        if train_steps and eval_every > train_steps:
+            raise ValueError(f"must be at most train_steps ({train_steps}), or the run never evaluates "
+                             "while it trains; lower eval_every or raise train_steps")
+        return eval_every
 
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",

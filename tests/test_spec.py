@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from relam.experiments import SpecError, expand, list_specs, load_spec
-from relam.experiments.spec import CloseClaim, OrderingClaim
+from relam.experiments.spec import CloseClaim, OrderingClaim, SpecLoader
 
 BASE = {
     "name": "mini",
@@ -54,12 +54,91 @@ def test_base_spec_is_valid(tmp_path):
 
 def test_unknown_top_level_key(tmp_path):
     msg = broken(tmp_path, lambda d: d.update(sedes=[0]))
-    assert "sedes" in msg and "Extra inputs are not permitted" in msg
+    assert "sedes: unknown key (did you mean 'seeds'?)" in msg
+    assert "valid keys: name, title, description, report, tasks" in msg  # lists the valid keys
 
 
 def test_unknown_nested_key(tmp_path):
     msg = broken(tmp_path, lambda d: d["budgets"]["metaworld"]["smoke"].update(train_step=3))
-    assert "budgets.metaworld.smoke.train_step" in msg
+    assert "budgets.metaworld.smoke.train_step: unknown key (did you mean 'train_steps'?)" in msg
+    assert "eval_every" in msg and "n_demos" in msg  # the Budget's keys
+
+
+def test_unknown_key_in_a_claim_and_in_settings(tmp_path):
+    """Keys below a union (claims are tagged by their kind) still get their model's valid keys."""
+    msg = broken(tmp_path, lambda d: d["claims"][0].update(marginn={"quick": 1.0}))
+    assert "claims[0].marginn: unknown key (did you mean 'margin'?)" in msg and "better" in msg
+    assert "ordering" not in msg.split("\n")[1]  # the union tag is not part of the path
+    msg = broken(tmp_path, lambda d: d["methods"][0]["settings"].update(n_point=4))
+    assert "did you mean 'n_points'?" in msg and "reward_shape" in msg
+
+
+def test_duplicate_keys_are_rejected(tmp_path):
+    text = yaml.safe_dump(BASE, sort_keys=False)
+    path = write(tmp_path, text + "seeds: [5]\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert str(path) in str(e.value) and "seeds: duplicate key 'seeds'" in str(e.value)
+    path = write(tmp_path, text.replace("  method: synthetic\n", "  method: synthetic\n  method: random\n"))
+    with pytest.raises(SpecError, match=r"methods\[1\]\.method: duplicate key 'method' at line \d+"):
+        load_spec(path)
+    path = write(tmp_path, "a: {x: 1, x: 2}\n")
+    with pytest.raises(SpecError, match="a.x: duplicate key 'x' at line 1, column 11 .first at line 1, column 5"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    ([-1], "seeds[0]: Input should be greater than or equal to 0"),
+    ([True], "seeds[0]: Input should be a valid integer (got True)"),
+    (["0"], "seeds[0]: Input should be a valid integer (got '0')"),
+    ([0.5], "seeds[0]: Input should be a valid integer"),
+    ({"smoke": [0], "quick": [False], "paper": [0]}, "seeds.quick[0]: Input should be a valid integer"),
+    (3, "seeds: Input should be a list of seeds"),
+])
+def test_seeds_are_non_negative_integers(tmp_path, seeds, expected):
+    msg = broken(tmp_path, lambda d: d.update(seeds=seeds))
+    assert expected in msg
+    assert "SeedsPerScale" not in msg and "list[" not in msg  # no union noise
+
+
+def test_budget_numbers_are_strict(tmp_path):
+    msg = broken(tmp_path, lambda d: d["budgets"]["metaworld"]["smoke"].update(train_steps="10"))
+    assert "budgets.metaworld.smoke.train_steps: Input should be a valid integer (got '10')" in msg
+    msg = broken(tmp_path, lambda d: d["budgets"]["metaworld"]["smoke"].update(eval_episodes=True))
+    assert "budgets.metaworld.smoke.eval_episodes: Input should be a valid integer (got True)" in msg
+    msg = broken(tmp_path, lambda d: d["methods"][0]["settings"].update(n_points="8"))
+    assert "methods[0].settings.n_points: Input should be a valid integer (got '8')" in msg
+
+
+def test_eval_every_at_most_train_steps(tmp_path):
+    msg = broken(tmp_path, lambda d: d["budgets"]["metaworld"]["quick"].update(eval_every=11))
+    assert "budgets.metaworld.quick.eval_every: must be at most train_steps (10)" in msg
+    data = copy.deepcopy(BASE)  # a scale that trains nothing (evaluates only) may say anything
+    data["budgets"]["metaworld"]["paper"].update(train_steps=0, eval_every=50)
+    load_spec(write(tmp_path, data))
+
+
+def test_percentages_tolerances_and_margins(tmp_path):
+    msg = broken(tmp_path, lambda d: d["paper"]["drawer-open-v3"].update(ReLAM=150.0))
+    assert "paper.drawer-open-v3.ReLAM: Input should be less than or equal to 100 (got 150.0)" in msg
+    msg = broken(tmp_path, lambda d: d["paper"]["drawer-open-v3"].update(ReLAM=-0.5))
+    assert "paper.drawer-open-v3.ReLAM: Input should be greater than or equal to 0" in msg
+    msg = broken(tmp_path, lambda d: d.update(tolerance={"quick": -1.0}))
+    assert "tolerance.quick: Input should be greater than or equal to 0" in msg
+    msg = broken(tmp_path, lambda d: d["claims"][0].update(margin={"paper": -5}))
+    assert "claims[0].margin.paper: Input should be greater than or equal to 0" in msg
+    msg = broken(tmp_path, lambda d: d["claims"][0].update(margin={"paper": "5"}))
+    assert "claims[0].margin.paper: Input should be a valid number (got '5')" in msg
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads 3e-4 as a string; the spec loader reads it as the number the author meant."""
+    data = copy.deepcopy(BASE)
+    data["budgets"]["metaworld"]["smoke"]["learning_rate"] = "LR"
+    text = yaml.safe_dump(data).replace("learning_rate: LR", "learning_rate: 3e-4")
+    spec = load_spec(write(tmp_path, text))
+    assert spec.budget("drawer-open-v3", "smoke").learning_rate == 3e-4
+    assert yaml.load("a: 1e5\nb: '3e-4'\nc: 12\n", Loader=SpecLoader) == {"a": 1e5, "b": "3e-4", "c": 12}
 
 
 def test_wrong_type(tmp_path):

@@ -8,14 +8,28 @@ structure (unknown keys and wrong types), then :func:`load_spec` checks the name
 registries (tasks, methods, method settings, labels used by paper numbers and claims). Either
 stage fails with a :class:`SpecError` naming the file, the field path and what was expected, so a
 typo costs seconds rather than a half-finished sweep.
+
+Specs are strict on purpose, because a silently "fixed" spec runs the wrong sweep:
+
+- YAML is read with :class:`SpecLoader`, which rejects a duplicate key (plain YAML keeps the last
+  one, so ``{method: relam, method: random}`` would quietly run random);
+- numbers are strict: ``"200"`` and ``true`` are not numbers, seeds are non-negative integers,
+  paper values are percentages in [0, 100], tolerances and margins are non-negative, and
+  ``eval_every <= train_steps`` (see :class:`relam.methods.Budget`);
+- an unknown key lists the valid keys of its mapping and suggests the closest one.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
+import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+                      ValidationError)
 
 from relam.cache import REPO_ROOT
 from relam.methods import Budget, MethodSettings, list_methods, policy_inputs, settings_model
@@ -26,10 +40,12 @@ __all__ = [
     "BestClaim",
     "CellClaim",
     "CloseClaim",
+    "DuplicateKeyError",
     "MethodEntry",
     "OrderingClaim",
     "Spec",
     "SpecError",
+    "SpecLoader",
     "find_spec",
     "list_specs",
     "load_spec",
@@ -45,25 +61,108 @@ class SpecError(ValueError):
     """A malformed experiment spec; the message names the file and the field path."""
 
 
+# --- YAML -------------------------------------------------------------------------------------
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names the same key twice; ``field`` is its path (``methods[4].method``) and
+    ``where``/``first`` say where the second and the first occurrence are (line, and column when
+    both are on one line, as in a flow mapping ``{a: 1, a: 2}``)."""
+
+    def __init__(self, field: str, key: Any, where: str, first: str):
+        self.field, self.key, self.where, self.first = field, key, where, first
+        super().__init__(f"{field}: duplicate key {key!r} at {where} (first at {first})")
+
+
+class SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for specs: duplicate keys are errors, and ``3e-4`` is a float.
+
+    Plain YAML lets the last of two equal keys win without a word; in a spec that silently swaps
+    a method or a seed list. YAML 1.1 reads an exponent without a dot (``3e-4``) as a string,
+    which the strict number fields would then reject although the author meant a number.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _reject_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _reject_duplicate_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Walk the composed YAML tree; raise :class:`DuplicateKeyError` at the first repeated key."""
+    if id(node) in seen:  # an alias to a node already checked (or a recursive one)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key, mark = (key_node.tag, key_node.value), key_node.start_mark
+            field = f"{path}.{key_node.value}" if path else str(key_node.value)
+            if key in first:
+                raise DuplicateKeyError(field, key_node.value, *_places(mark, first[key]))
+            first[key] = mark
+            _reject_duplicate_keys(value_node, field, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, f"{path}[{i}]", seen)
+
+
+def _places(second: yaml.Mark, first: yaml.Mark) -> tuple[str, str]:
+    """'line L' for both marks, with the columns when they share the line."""
+    if second.line != first.line:
+        return f"line {second.line + 1}", f"line {first.line + 1}"
+    return (f"line {second.line + 1}, column {second.column + 1}",
+            f"line {first.line + 1}, column {first.column + 1}")
+
+
+# --- the models -------------------------------------------------------------------------------
+#: strict numbers: a quoted "200" or a YAML boolean is an error, not a number
+Seed = Annotated[int, Field(strict=True, ge=0, description="a non-negative integer seed")]
+Percent = Annotated[float, Field(strict=True, ge=0.0, le=100.0, description="percent, in [0, 100]")]
+Points = Annotated[float, Field(strict=True, ge=0.0, description="percentage points, >= 0")]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PerScale(_Strict):
-    """A number per scale; ``None`` means 'not checked at this scale'."""
+    """Percentage points per scale (a tolerance or a margin); ``None``: not checked at this scale."""
 
-    smoke: float | None = None
-    quick: float | None = None
-    paper: float | None = None
+    smoke: Points | None = None
+    quick: Points | None = None
+    paper: Points | None = None
 
     def at(self, scale: str) -> float | None:
         return getattr(self, scale)
 
 
 class SeedsPerScale(_Strict):
-    smoke: list[int]
-    quick: list[int]
-    paper: list[int]
+    smoke: list[Seed]
+    quick: list[Seed]
+    paper: list[Seed]
+
+
+def _seeds_form(value: Any) -> str | None:
+    """Pick the branch of ``seeds`` from the input's shape, so an error shows only that branch."""
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, (dict, SeedsPerScale)):
+        return "per scale"
+    return None
+
+
+Seeds = Annotated[
+    Union[Annotated[list[Seed], Tag("list")], Annotated[SeedsPerScale, Tag("per scale")]],
+    Discriminator(_seeds_form, custom_error_type="seeds_type",
+                  custom_error_message="Input should be a list of seeds, or a mapping of smoke, quick "
+                                       "and paper to lists of seeds")]
 
 
 class BudgetsPerScale(_Strict):
@@ -134,9 +233,9 @@ class Spec(_Strict):
     tasks: list[str] = Field(min_length=1)
     task_labels: dict[str, str] = Field(default_factory=dict)
     methods: list[MethodEntry] = Field(min_length=1)
-    seeds: list[int] | SeedsPerScale
+    seeds: Seeds
     budgets: dict[Literal["metaworld", "maniskill"], BudgetsPerScale]
-    paper: dict[str, dict[str, float | None]] = Field(
+    paper: dict[str, dict[str, Percent | None]] = Field(
         default_factory=dict, description="task -> label -> success rate in percent, as printed")
     paper_notes: str = ""
     tolerance: PerScale = Field(default_factory=PerScale,
@@ -210,16 +309,112 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "<top level>"
 
 
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> X and ``X | None`` -> X (pydantic puts no tag in the path for these)."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if get_origin(tp) in (Union, types.UnionType):
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+        return tp
+
+
+def _branch_tags(member: Any) -> set[Any]:
+    """The names pydantic may use for one branch of a union in an error path."""
+    tags: set[Any] = set()
+    if get_origin(member) is Annotated:
+        tags |= {m.tag for m in get_args(member)[1:] if isinstance(m, Tag)}
+    model = _unwrap(member)
+    if inspect.isclass(model) and issubclass(model, BaseModel):
+        tags.add(model.__name__)
+        for f in model.model_fields.values():  # discriminated unions tag a branch by its Literal
+            if get_origin(f.annotation) is Literal:
+                tags |= set(get_args(f.annotation))
+    return tags
+
+
+def _child(tp: Any, part: Any) -> Any:
+    """The type one path step below ``tp`` (None when it cannot be told)."""
+    if inspect.isclass(tp) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    origin = get_origin(tp)
+    if origin in (list, tuple) and isinstance(part, int):
+        return get_args(tp)[0]
+    if origin is dict:
+        return get_args(tp)[1]
+    return None
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], Any]:
+    """Follow an error path from :class:`Spec`: the path without union tags, and the type it ends at.
+
+    Pydantic names the branch of a union in the path (``seeds.list[0]``); a spec author never
+    writes that name, so it is dropped here, and the type is followed to list valid keys.
+    """
+    tp: Any = Spec
+    clean: list[Any] = []
+    parts = list(loc)
+    while parts:
+        tp = _unwrap(tp)
+        if get_origin(tp) in (Union, types.UnionType):  # the next part names the branch
+            tag = parts.pop(0)
+            tp = next((m for m in get_args(tp) if tag in _branch_tags(m)), None)
+            continue
+        part = parts.pop(0)
+        clean.append(part)
+        tp = _child(tp, part)
+    return tuple(clean), _unwrap(tp)
+
+
+def _valid_keys(container: Any) -> list[str] | None:
+    """The keys a mapping of this type accepts: a model's fields, or a dict's ``Literal`` keys."""
+    if inspect.isclass(container) and issubclass(container, BaseModel):
+        return list(container.model_fields)
+    if get_origin(container) is dict:
+        key_type = _unwrap(get_args(container)[0])
+        if get_origin(key_type) is Literal:
+            return [str(k) for k in get_args(key_type)]
+    return None
+
+
+def _unknown_key(key: Any, container: Any) -> str:
+    """'unknown key' with the closest valid key and the full list (when the container is known)."""
+    valid = _valid_keys(container)
+    if valid is None:
+        return "unknown key"
+    close = difflib.get_close_matches(str(key), valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown key{hint}; valid keys: {', '.join(valid) or 'none'}"
+
+
+def _error_line(e: dict[str, Any], loc: tuple[Any, ...], container: Any = None) -> str:
+    """One line per pydantic error: ``path: what is wrong (got value)``; ``container`` is the
+    type of the mapping that holds the last part of the path (to list its valid keys)."""
+    if e["type"] == "extra_forbidden":
+        return f"{_loc(loc)}: {_unknown_key(loc[-1] if loc else '', container)}"
+    msg = e["msg"].removeprefix("Value error, ")
+    got_s = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+    if len(got_s) > 120:
+        got_s = got_s[:117] + "...)"
+    return f"{_loc(loc)}: {msg}{got_s}"
+
+
 def _format_validation(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid experiment spec"]
     for e in err.errors():
-        # union branches show up as tags in the path; they are noise for a spec author
-        loc = tuple(p for p in e["loc"] if p not in ("list[int]", "SeedsPerScale"))
-        got = e.get("input")
-        got_s = "" if e["type"] == "missing" else f" (got {got!r})"
-        if len(got_s) > 120:
-            got_s = got_s[:117] + "...)"
-        lines.append(f"  {_loc(loc)}: {e['msg']}{got_s}")
+        raw = tuple(e["loc"])
+        if raw and raw[-1] == "[key]":  # a dict key out of its Literal (budgets.manskill)
+            parent, container = _walk(raw[:-2])
+            lines.append(f"  {_loc(parent + (raw[-2],))}: {_unknown_key(raw[-2], container)}")
+            continue
+        loc, _ = _walk(raw)
+        container = _walk(raw[:-1])[1] if e["type"] == "extra_forbidden" else None
+        lines.append("  " + _error_line(e, loc, container))
     return "\n".join(lines)
 
 
@@ -252,13 +447,13 @@ def _semantic_checks(spec: Spec, source: str) -> None:
             errors.append(f"methods[{i}].method: unknown method {m.method!r}; expected one of "
                           f"{', '.join(known_methods)}")
             continue
-        try:
-            settings_model(m.method)(**m.settings)
+        model = settings_model(m.method)
+        try:  # strict, as the spec's own numbers: "4" or true is not a number
+            model.model_validate(m.settings, strict=True)
         except ValidationError as e:
             for d in e.errors():
-                got = "" if d["type"] == "missing" else f" (got {d.get('input')!r})"
-                errors.append(f"methods[{i}].settings.{_loc(d['loc'])}: {d['msg']}{got} "
-                              f"[settings of method {m.method!r}]")
+                line = _error_line(d, tuple(d["loc"]), model)
+                errors.append(f"methods[{i}].settings.{line} [settings of method {m.method!r}]")
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         errors.append(f"methods: duplicate labels {dup}")
@@ -348,7 +543,10 @@ def load_spec(name_or_path: str | Path) -> Spec:
     """Read and validate a spec file; any problem raises :class:`SpecError` naming file and field."""
     path = find_spec(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=SpecLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as e:
+        raise SpecError(f"{path}: invalid experiment spec\n  {e}; YAML would keep only the last one, "
+                        "so remove or rename one of them") from None
     except yaml.YAMLError as e:
         raise SpecError(f"{path}: not valid YAML: {e}") from None
     spec = parse_spec(data, str(path))
