@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-envs", type=int, default=8, help="parallel environments (the rollout is split between them)")
     ap.add_argument("--log-std-init", type=float, default=-0.5, help="initial log std of the policy")
     ap.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy")
+    ap.add_argument("--arm-bodies", nargs="+", default=None, metavar="BODY",
+                    help="override the bodies the arm prompt names (e.g. the gripper's: hand rightclaw leftclaw ...)")
     ap.add_argument("--post-success-steps", type=int, default=None,
                     help="override the task entry's post_success_steps (expert steps after its first success)")
     ap.add_argument("--no-segment-gae", action="store_true", help="plain GAE (ablation)")
@@ -77,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task)
     if args.post_success_steps is not None:
         task = dataclasses.replace(task, post_success_steps=args.post_success_steps)
+    if args.arm_bodies:
+        prompts = dict(task.prompts)
+        prompts[task.arm_prompt] = tuple(args.arm_bodies)
+        task = dataclasses.replace(task, prompts=prompts)
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
     variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
-               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}")
+               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}" + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:

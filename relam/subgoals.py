@@ -226,7 +226,11 @@ def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, se
 
     settings = settings or KeypointSettings()
     spec = _spec_for(demo, spec)
-    segmenter = segmenter or make_segmenter(settings.segmenter, **settings.segmenter_kwargs)
+    if segmenter is None:
+        kw = dict(settings.segmenter_kwargs)
+        if settings.segmenter == "sim":  # the simulator maps the entry's own prompts to bodies
+            kw.setdefault("prompts", spec.prompts)
+        segmenter = make_segmenter(settings.segmenter, **kw)
     tracker = tracker or make_tracker(settings.tracker, **settings.tracker_kwargs)
     frame0 = np.asarray(demo.frames[0])
     taken = np.zeros(frame0.shape[:2], dtype=bool)

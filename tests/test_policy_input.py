@@ -1,0 +1,102 @@
+"""Online PPO settings a spec sets: policy input, parallel environments, exploration std.
+
+They live in the budget (so they are part of every run key) and reach every online method through
+``RunContext.ppo_settings``, which keeps appendix C's 2000-step rollout split between the envs.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import yaml
+
+from relam.experiments import SpecError, load_spec
+from relam.methods import Budget, RunContext, ReLAMSettings, policy_inputs
+from relam.rl.ppo import PPOSettings, env_seed, make_ppo, make_vec_env
+
+SPEC = {
+    "name": "mini",
+    "title": "points-only budget beside an image-only baseline",
+    "report": "table",
+    "tasks": ["drawer-open-v3"],
+    "methods": [{"label": "ReLAM", "method": "relam"}, {"label": "DACfO", "method": "dacfo"}],
+    "seeds": [0],
+    "budgets": {"metaworld": {s: {"train_steps": 10, "eval_every": 5, "eval_episodes": 1}
+                              for s in ("smoke", "quick", "paper")}},
+}
+
+
+def _ctx(**budget) -> RunContext:
+    b = Budget(**{"train_steps": 100_000, "eval_every": 1000, "eval_episodes": 1, **budget})
+    return RunContext("drawer-open-v3", "relam", ReLAMSettings(), 0, b, "quick", Path("."))
+
+
+def test_an_image_only_method_with_a_points_only_budget_is_a_spec_error(tmp_path):
+    data = copy.deepcopy(SPEC)
+    data["budgets"]["metaworld"]["quick"]["policy_input"] = "points"
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    msg = str(e.value)
+    assert "budgets.metaworld.quick.policy_input" in msg and "DACfO" in msg and "images only" in msg
+    data["methods"] = data["methods"][:1]  # ReLAM alone can use it
+    path.write_text(yaml.safe_dump(data))
+    assert load_spec(path).budget("drawer-open-v3", "quick").policy_input == "points"
+
+
+def test_declared_policy_inputs_match_the_registered_classes():
+    import baselines.dacfo  # noqa: F401  (registers the baselines)
+    import baselines.diffusion_reward  # noqa: F401
+    import baselines.image_subgoal  # noqa: F401
+    import relam.relam_method  # noqa: F401
+    from relam.methods import DECLARED_METHODS, _REGISTRY
+
+    for name, decl in DECLARED_METHODS.items():
+        if name in _REGISTRY:
+            assert tuple(_REGISTRY[name].policy_inputs) == decl.policy_inputs, name
+    assert policy_inputs("relam") == ("image+points", "points")
+    assert policy_inputs("dacfo") == ("image+points",)
+
+
+def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
+    ppo = _ctx(n_envs=8, log_std_init=-0.5, learning_rate=1e-4).ppo_settings()
+    assert (ppo.n_steps, ppo.n_envs, ppo.steps_per_env) == (2000, 8, 250)
+    assert (ppo.log_std_init, ppo.learning_rate) == (-0.5, 1e-4)
+    small = _ctx(train_steps=300, eval_every=100, n_envs=16).ppo_settings()  # smoke-sized budgets collect what they can
+    assert small.n_steps % 16 == 0 and small.n_steps <= 300
+    with pytest.raises(ValueError, match="multiple of n_envs"):
+        PPOSettings(n_steps=2000, n_envs=3)
+
+
+def test_late_budget_fields_stay_out_of_run_keys_at_their_defaults():
+    assert "n_envs" not in _ctx().budget.key_dict()
+    assert _ctx(n_envs=8).budget.key_dict()["n_envs"] == 8
+    assert _ctx(policy_input="points").budget.key_dict()["policy_input"] == "points"
+
+
+class _SeedEcho(gym.Env):
+    observation_space = gym.spaces.Dict({"keypoints": gym.spaces.Box(-1, 1, (2,)),
+                                         "target": gym.spaces.Box(-1, 1, (2,))})
+    action_space = gym.spaces.Box(-1, 1, (1,))
+
+    def __init__(self, seed: int):
+        self.seed_ = seed
+
+    def reset(self, *, seed=None, options=None):
+        return {"keypoints": np.zeros(2, np.float32), "target": np.zeros(2, np.float32)}, {}
+
+    def step(self, action):
+        return self.reset()[0], 0.0, False, False, {}
+
+
+def test_each_env_gets_its_own_seed_and_the_policy_its_std():
+    settings = PPOSettings(n_steps=40, batch_size=20, n_envs=4, log_std_init=-0.5, reward_scaling=False)
+    venv = make_vec_env(_SeedEcho, 7, settings)
+    seeds = [e.unwrapped.seed_ for e in venv.envs]
+    assert seeds[0] == 7 and len(set(seeds)) == 4 and seeds == [env_seed(7, i) for i in range(4)]
+    model = make_ppo(venv, settings)
+    assert model.n_steps == 10 and np.allclose(model.policy.log_std.detach().numpy(), -0.5)
