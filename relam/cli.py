@@ -14,17 +14,66 @@ arguments and a ``run(args) -> int`` that does the work), e.g.::
 
 Modules listed in :data:`PLUGIN_MODULES` are imported (if present) before parsing, so their
 ``add_subcommand`` calls take effect.
+
+Errors: a mistake in the input (a spec, a task name, an option, ``$RELAM_SCALE``) ends in one or
+two lines on stderr -- what is wrong and how to fix it -- and exit status 2; an unexpected error
+ends in a line naming it, a pointer to ``--debug`` and exit status 1. A traceback is printed only
+with ``--debug`` (anywhere on the command line), because for a user a traceback hides the one line
+that matters.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
-__all__ = ["SUBCOMMANDS", "PLUGIN_MODULES", "Subcommand", "add_subcommand", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "PLUGIN_MODULES", "Subcommand", "UsageError", "add_subcommand", "build_parser",
+           "main"]
+
+#: relam.experiments.spec.SCALES, repeated so that `relam --help` does not import the harness
+SCALES = ("smoke", "quick", "paper")
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the environment; ``fix`` says what to do instead."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are two lines (the error, and where the help is) instead
+    of the full usage block, which for ``relam run`` is longer than the error it precedes."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message}\n  see '{self.prog} --help'", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--workers 0`` is a usage error, not a crash later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _closest(word: str, known: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return close[0] if close else None
+
+
+def _did_you_mean(word: str, known: Iterable[str]) -> str:
+    close = _closest(word, known)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -56,9 +105,17 @@ def _spec_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _scale_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", choices=("smoke", "quick", "paper"), default=_default_scale(),
+    p.add_argument("--scale", choices=SCALES, default=_default_scale(),
                    help="budget scale: smoke (CI minutes), quick (hours on 2 cores), paper "
                         "(the paper's budgets); default $RELAM_SCALE or smoke")
+
+
+def _check_scale(args: argparse.Namespace) -> None:
+    """argparse does not check a default against ``choices``: a bad ``$RELAM_SCALE`` lands here."""
+    scale = getattr(args, "scale", None)
+    if scale is not None and scale not in SCALES:
+        raise UsageError(f"RELAM_SCALE={scale!r} is not a scale; the scales are {', '.join(SCALES)}",
+                         fix=f"set RELAM_SCALE to one of {', '.join(SCALES)} (or unset it), or pass --scale")
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -67,7 +124,7 @@ def setup_run(p: argparse.ArgumentParser) -> None:
     _scale_arg(p)
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: this process (1 worker) or a spawn process pool; ray: Ray tasks")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs (pool size / Ray num_cpus)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="parallel runs (pool size / Ray num_cpus)")
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (--backend ray)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,14 +139,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from relam.experiments import load_spec, run_spec
     from relam.experiments.runner import expand
 
+    if args.address and args.backend != "ray":
+        raise UsageError("--address is the address of a Ray cluster, but the backend is local",
+                         fix="add --backend ray, or drop --address")
     spec = load_spec(args.spec)
+    _check_filters(spec, args)
     runs = [r for r in expand(spec, args.scale)
             if (args.tasks is None or r.task in args.tasks)
             and (args.methods is None or r.label in args.methods or r.method in args.methods)
             and (args.seeds is None or r.seed in args.seeds)]
-    if not runs:
-        print(f"error: no run of {spec.name} matches --tasks/--methods/--seeds", file=sys.stderr)
-        return 2
+    if not runs:  # every filter names something, but not together (e.g. a seed of another scale)
+        raise UsageError(f"no run of {spec.name} [{args.scale}] matches --tasks/--methods/--seeds",
+                         fix=f"its tasks: {', '.join(spec.tasks)}; methods: {', '.join(spec.labels())}; "
+                             f"seeds: {', '.join(map(str, spec.seeds_at(args.scale)))}")
     summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
                        retry_failed=args.retry_failed, address=args.address, progress=not args.no_progress)
     print(summary.line())
@@ -97,6 +159,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in real[:10]:
         print(f"  failed: {r['task']} / {r.get('label') or r['method']} / seed {r['seed']}: {r['error']}")
     return 1 if real else 0
+
+
+def _check_filters(spec, args: argparse.Namespace) -> None:
+    """Each name given to --tasks/--methods/--seeds must be in the spec: a typo would otherwise
+    select nothing (or, worse, a part of the sweep without a word)."""
+    methods = list(dict.fromkeys(spec.labels() + [m.method for m in spec.methods]))
+    seeds = [str(s) for s in spec.seeds_at(args.scale)]
+    for flag, given, known, what in (("--tasks", args.tasks, spec.tasks, "tasks"),
+                                     ("--methods", args.methods, methods, "methods (labels or names)"),
+                                     ("--seeds", [str(x) for x in args.seeds or []] or None, seeds,
+                                      f"seeds at scale {args.scale}")):
+        for name in given or []:
+            if name not in known:
+                raise UsageError(f"{flag}: {name!r} is not in spec {spec.name}{_did_you_mean(name, known)}",
+                                 fix=f"its {what}: {', '.join(known)}")
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -132,7 +209,7 @@ def setup_table(p: argparse.ArgumentParser) -> None:
     _spec_arg(p)
     _scale_arg(p)
     p.add_argument("--out", default=None, help="output folder (default <cache>/reports/<spec>/<scale>)")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the IQM intervals")
+    p.add_argument("--reps", type=_positive_int, default=2000, help="bootstrap resamples for the IQM intervals")
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -201,7 +278,9 @@ def _load_plugins() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = argparse.ArgumentParser(prog="relam", description="ReLAM benchmark-reproduction harness")
+    parser = _Parser(prog="relam", description="ReLAM benchmark-reproduction harness")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of an error (accepted anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for sc in SUBCOMMANDS.values():
         # argparse %-formats help strings (the command list), not descriptions (`relam CMD --help`)
@@ -211,19 +290,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``relam`` console script; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in TOOLS:  # the tool parses its own arguments (and its own --help)
         return int(importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
-    from relam.experiments.spec import SpecError
+    _check_scale(args)
+    return int(args._run(args) or 0)
 
-    try:
-        return int(args._run(args) or 0)
-    except SpecError as e:
-        print(f"error: {e}", file=sys.stderr)
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'the input is wrong' (exit 2); their messages say what to change."""
+    from relam.experiments.spec import SpecError
+    from relam.tasks import TaskError
+
+    return (UsageError, SpecError, TaskError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def _unknown_task_hint(e: BaseException) -> str | None:
+    """'did you mean' for a TaskError about an unknown name (its message lists every task)."""
+    from relam.tasks import TaskError, list_tasks
+
+    if not isinstance(e, TaskError) or "unknown task '" not in str(e):
+        return None
+    word = str(e).split("unknown task '", 1)[1].split("'", 1)[0]
+    close = _closest(word, list_tasks())
+    return f"did you mean {close!r}?" if close else None
+
+
+def _report(e: BaseException, command: str) -> int:
+    """Print an error as one or two lines (what is wrong; the fix) and return the exit status."""
+    prog = f"relam {command}".strip()
+    if isinstance(e, _user_error_types()):
+        fix = getattr(e, "fix", None) or _unknown_task_hint(e)
+        print(f"{prog}: error: {e}" + (f"\n  {fix}" if fix else ""), file=sys.stderr)
         return 2
+    print(f"{prog}: error: {type(e).__name__}: {e}\n  unexpected; rerun with --debug for the traceback",
+          file=sys.stderr)
+    return 1
+
+
+def _pop_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """Remove ``--debug`` (before any ``--``), so tools with their own parsers never see it."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    return kept, len(kept) != len(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``relam`` console script; returns the exit status."""
+    argv, debug = _pop_debug(list(sys.argv[1:] if argv is None else argv))
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{f'relam {command}'.strip()}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 -- the one place that turns errors into messages
+        if debug:
+            raise
+        return _report(e, command)
 
 
 if __name__ == "__main__":

@@ -98,11 +98,12 @@ class Budget(BaseModel):
     @field_validator("eval_every")
     @classmethod
     def _evaluates_within_training(cls, eval_every: int, info: ValidationInfo) -> int:
-        """A run that trains must evaluate before it ends, or its curve (and final success) is empty."""
+        """A run that trains must evaluate while it trains, or its learning curve has no point
+        between its start and its end (a budget typo, such as a zero too many)."""
         train_steps = info.data.get("train_steps")
         if train_steps and eval_every > train_steps:
-            raise ValueError(f"must be at most train_steps ({train_steps}), or the run never evaluates "
-                             "while it trains; lower eval_every or raise train_steps")
+            raise ValueError(f"must be at most train_steps ({train_steps}), or the learning curve has no "
+                             "point while it trains; lower eval_every or raise train_steps")
         return eval_every
 
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults

@@ -119,3 +119,102 @@ def test_tool_subcommands_pass_their_arguments_through(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "make" in out and "summary" in out and "view" in out
+
+
+# --- errors: one or two clean lines, exit status 2 (1 for the unexpected), traceback only with --debug
+def clean_error(capsys, max_lines: int = 2) -> str:
+    """stderr of the last command: no traceback, at most ``max_lines`` lines."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert 0 < len(err.strip().splitlines()) <= max_lines, err
+    return err
+
+
+@pytest.mark.parametrize("argv", [
+    ["demos", "make", "drawer-opne-v3"],
+    ["demos", "summary", "drawer-opne-v3"],
+    ["subgoals", "drawer-opne-v3"],
+    ["anticipation", "train", "drawer-opne-v3", "--out", "{tmp}"],
+], ids=lambda a: " ".join(a[:2]))
+def test_unknown_task_for_a_tool(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path / "cache"))
+    assert cli.main([a.replace("{tmp}", str(tmp_path / "out")) for a in argv]) == 2
+    err = clean_error(capsys)
+    assert "unknown task 'drawer-opne-v3'" in err
+    assert "door-open-v3" in err and "PickCube-v1" in err  # the known tasks
+    assert "did you mean 'drawer-open-v3'?" in err
+    assert not (tmp_path / "out").exists()  # failed before any work
+
+
+def test_bad_scale_in_the_environment(toy, monkeypatch, capsys):
+    monkeypatch.setenv("RELAM_SCALE", "tiny")
+    assert cli.main(["status", str(toy)]) == 2
+    err = clean_error(capsys)
+    assert "RELAM_SCALE='tiny'" in err and "smoke, quick, paper" in err
+    assert cli.main(["status", str(toy), "--scale", "smoke"]) == 0  # an explicit --scale wins
+
+
+@pytest.mark.parametrize("value, expected", [("0", "must be >= 1, got 0"), ("two", "expected a whole number")])
+def test_workers_must_be_positive(toy, capsys, value, expected):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", str(toy), "--workers", value])
+    assert e.value.code == 2
+    err = clean_error(capsys)
+    assert f"--workers: {expected}" in err and "relam run --help" in err
+
+
+def test_run_filter_names_nothing(toy, capsys):
+    assert cli.main(["run", str(toy), "--tasks", "drawer-opne-v3", "--no-progress"]) == 2
+    err = clean_error(capsys)
+    assert "--tasks: 'drawer-opne-v3' is not in spec toycli (did you mean 'drawer-open-v3'?)" in err
+    assert "its tasks: drawer-open-v3" in err
+    assert cli.main(["run", str(toy), "--methods", "Z", "--no-progress"]) == 2
+    assert "its methods (labels or names): S, F, synthetic" in clean_error(capsys)
+    assert cli.main(["run", str(toy), "--seeds", "9", "--no-progress"]) == 2
+    assert "its seeds at scale smoke: 0, 1" in clean_error(capsys)
+    assert cli.main(["status", str(toy)]) == 0  # nothing ran
+    assert "4 missing" in capsys.readouterr().out
+
+
+def test_address_needs_the_ray_backend(toy, capsys):
+    assert cli.main(["run", str(toy), "--address", "10.0.0.1:6379"]) == 2
+    assert "add --backend ray, or drop --address" in clean_error(capsys)
+
+
+def test_spec_error_names_file_and_field_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "dup.yaml"
+    bad.write_text("name: dup\nname: dup\n")
+    assert cli.main(["status", str(bad)]) == 2
+    err = clean_error(capsys)
+    assert str(bad) in err and "name: duplicate key 'name'" in err
+    assert cli.main(["status", "tabel4"]) == 2
+    assert "did you mean 'table4'?" in clean_error(capsys)
+
+
+def test_debug_shows_the_traceback(capsys):
+    from relam.tasks import TaskError
+
+    with pytest.raises(TaskError):
+        cli.main(["--debug", "demos", "summary", "drawer-opne-v3"])
+    with pytest.raises(TaskError):  # anywhere on the line, and not passed on to the tool's parser
+        cli.main(["demos", "summary", "drawer-opne-v3", "--debug"])
+
+
+def test_unexpected_error_and_interrupt(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "SUBCOMMANDS", dict(cli.SUBCOMMANDS))
+
+    def boom(args):
+        raise RuntimeError("boom")
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    cli.add_subcommand("boom", lambda p: None, boom, help="fails")
+    cli.add_subcommand("stop", lambda p: None, interrupted, help="interrupted")
+    assert cli.main(["boom"]) == 1
+    err = clean_error(capsys)
+    assert "relam boom: error: RuntimeError: boom" in err and "--debug" in err
+    with pytest.raises(RuntimeError, match="boom"):
+        cli.main(["boom", "--debug"])
+    assert cli.main(["stop"]) == 130
+    assert "relam stop: interrupted" in clean_error(capsys, max_lines=1)

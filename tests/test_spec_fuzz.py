@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, get_args
 
 import pytest
 import yaml
 
 from relam.cache import REPO_ROOT
 from relam.experiments.spec import SpecError, list_specs, load_spec
+from relam.methods import Budget
 
 TABLE4 = REPO_ROOT / "experiments" / "table4.yaml"
 TEXT = TABLE4.read_text()
@@ -59,20 +60,32 @@ def _typo(key: str) -> str:
     return key[:-2] + key[-1] + key[-2] if len(key) > 3 and key[-1] != key[-2] else key + key[-1]
 
 
-#: what makes a number wrong, cycled over the fields so that every kind is tried on every suite
-BAD_NUMBERS: list[tuple[str, Callable[[int], Any]]] = [
-    ("string", str), ("bool", lambda v: True), ("negative", lambda v: -1), ("fraction", lambda v: v + 0.5)]
+def _bad_values(field: str, value: Any) -> list[tuple[str, Any]]:
+    """Values that break one budget field, from the field's type and bounds in :class:`Budget`
+    (so a field that may be negative, like log_std_init, is never given a negative number)."""
+    info = Budget.model_fields[field]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):  # a Literal (policy_input)
+        return [("unknown-choice", f"{value}-typo")]
+    bad: list[tuple[str, Any]] = [("string", str(value)), ("bool", True)]
+    if any(getattr(m, "ge", None) is not None or getattr(m, "gt", None) is not None for m in info.metadata):
+        bad.append(("negative", -1))
+    if int in (info.annotation, *get_args(info.annotation)):
+        bad.append(("fraction", value + 0.5))
+    return bad
 
 
 def budget_variants() -> Iterator[Variant]:
+    """One broken field per variant (the kinds of breakage cycled over the fields), then per
+    budget an evaluation period longer than the training and a typo in a key."""
     i = 0
     for suite, per_scale in DATA["budgets"].items():
         for scale, budget in per_scale.items():
             for field, value in budget.items():
-                kind, bad = BAD_NUMBERS[i % len(BAD_NUMBERS)]
+                choices = _bad_values(field, value)
+                kind, bad = choices[i % len(choices)]
                 i += 1
                 path = f"budgets.{suite}.{scale}.{field}"
-                yield _from_dict(f"{path}={kind}", path, _set(["budgets", suite, scale, field], bad(value)))
+                yield _from_dict(f"{path}={kind}", path, _set(["budgets", suite, scale, field], bad))
             yield _from_dict(f"budgets.{suite}.{scale}.eval_every>train_steps", f"budgets.{suite}.{scale}.eval_every",
                              _set(["budgets", suite, scale, "eval_every"], budget["train_steps"] + 1))
             yield _from_dict(f"budgets.{suite}.{scale}.typo", f"budgets.{suite}.{scale}.{_typo('eval_every')}",

@@ -530,8 +530,10 @@ def find_spec(name_or_path: str | Path) -> Path:
     for cand in (SPEC_DIR / f"{name_or_path}.yaml", SPEC_DIR / f"{name_or_path}.yml", SPEC_DIR / str(name_or_path)):
         if cand.is_file():
             return cand
+    close = difflib.get_close_matches(str(name_or_path), list_specs(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
     raise SpecError(f"no spec file {str(name_or_path)!r}: not a file, and not a name in {SPEC_DIR} "
-                    f"(known: {', '.join(list_specs()) or 'none'})")
+                    f"(known: {', '.join(list_specs()) or 'none'}){hint}")
 
 
 def list_specs() -> list[str]:
