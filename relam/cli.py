@@ -201,7 +201,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{run.key}  {st:15s} {run.task:22s} {run.label:20s} seed {run.seed}  {extra}")
     print(f"{spec.name} [{args.scale}]: {len(rows)} runs: " +
           ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    _print_quarantined({run.key for run, _ in rows})
     return 0
+
+
+def _print_quarantined(keys: set[str]) -> None:
+    """Say how many records of these runs were unreadable and moved aside (see ResultStore.get)."""
+    from relam.experiments import ResultStore
+
+    store = ResultStore()
+    moved = store.quarantined(keys)
+    if moved:
+        print(f"quarantined: {len(moved)} corrupt record(s) of these runs moved to {store.quarantine_dir()} "
+              "(their runs count as missing; `relam run` redoes them)")
 
 
 # --- table / plot -----------------------------------------------------------------------------

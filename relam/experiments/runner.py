@@ -162,7 +162,7 @@ def execute_run(run: Run | dict[str, Any], store_root: str | Path | None = None,
     except Timeout:
         return "busy", None
     try:
-        previous = store.get(run.key)
+        previous = store.get(run.key, locked=True)
         if not needs_rerun(previous, retry_failed):
             return "skipped", previous
         rec = _produce(run, store, previous, progress)

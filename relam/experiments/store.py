@@ -6,21 +6,31 @@ leaves each record either absent or complete. Each key also has a lock file
 worker holds while it checks for and produces the record: concurrent sweeps, pool workers and
 ``pytest -n 8`` reproductions never run the same settings twice. A run's scratch folder (for
 checkpoints a resumed method may reuse) is ``<cache>/results/work/<key>/``.
+
+A record that cannot be read (not JSON, cut short by a full disk, not a record at all) must not
+stop a sweep, a status or a table: it is moved aside to ``<cache>/results/quarantine/`` (kept for
+a post-mortem, named in a warning) and its run counts as not done, so the next ``relam run``
+redoes it. ``relam status`` says how many records were moved aside.
 """
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from relam.cache import REPO_ROOT, atomic_write_json, cache_dir, read_json
 
 __all__ = ["RECORD_SCHEMA", "ResultStore", "git_commit", "package_versions"]
+
+log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = 1
 
@@ -79,11 +89,71 @@ class ResultStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(path), thread_local=False)
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        path = self.record_path(key)
-        if not path.is_file():
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def quarantined(self, keys: set[str] | None = None) -> list[Path]:
+        """Records moved aside as unreadable (those of ``keys`` only, when given), oldest first."""
+        d = self.quarantine_dir()
+        paths = sorted(d.glob("*.json")) if d.is_dir() else []
+        return [p for p in paths if keys is None or p.name.split(".", 1)[0] in keys]
+
+    def get(self, key: str, *, locked: bool = False) -> dict[str, Any] | None:
+        """The record of ``key``, or None when there is none or it was unreadable (and is now in
+        quarantine). ``locked``: the caller holds the run's lock (see :meth:`lock`)."""
+        rec, problem = self._read(key)
+        if problem is None:
+            return rec
+        if locked:
+            return self._quarantine(key, problem)
+        return self._quarantine_under_lock(key)
+
+    def _read(self, key: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(record, None), (None, None) when absent, or (None, what is wrong with the file)."""
+        try:
+            rec = read_json(self.record_path(key))
+        except FileNotFoundError:
+            return None, None
+        except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+            return None, f"not valid JSON: {e}"
+        if not isinstance(rec, dict) or "status" not in rec:
+            return None, f"not a run record (a JSON {type(rec).__name__} without a 'status')"
+        return rec, None
+
+    def _quarantine_under_lock(self, key: str) -> dict[str, Any] | None:
+        """Move a bad record aside only while holding its run's lock: a process running that run
+        right now will replace the file anyway, and must not see its new record moved away."""
+        try:
+            lock = self.lock(key)
+            lock.acquire(timeout=0)
+        except Timeout:
+            return None  # being re-run now; its new record replaces the bad one
+        except OSError as e:  # a read-only cache: leave the file, count the run as missing
+            log.warning("relam: warning: run record %s is unreadable and cannot be moved aside (%s); "
+                        "it counts as not done", self.record_path(key), e)
             return None
-        return read_json(path)
+        try:
+            rec, problem = self._read(key)  # again, under the lock: it may have been rewritten
+            return rec if problem is None else self._quarantine(key, problem)
+        finally:
+            lock.release()
+
+    def _quarantine(self, key: str, problem: str) -> None:
+        """Move the record of ``key`` to the quarantine folder and say so; the run is not done."""
+        src = self.record_path(key)
+        dst = self.quarantine_dir() / f"{key}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json"
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        except FileNotFoundError:
+            return None  # another process moved it first (and warned)
+        except OSError as e:
+            log.warning("relam: warning: run record %s is corrupt (%s) and cannot be moved aside (%s); "
+                        "it counts as not done", src, problem, e)
+            return None
+        log.warning("relam: warning: run record %s is corrupt (%s); moved to %s, and the run counts as "
+                    "not done (the next `relam run` redoes it)", src, problem, dst)
+        return None
 
     def put(self, record: dict[str, Any]) -> Path:
         if "key" not in record:
