@@ -208,3 +208,36 @@ def test_train_log_keeps_a_batched_reward_models_rollout_mean(tmp_path):
     plain = [{"step": 20, "ep_return_mean": -3.0, "model_reward_mean": float("nan")}]
     assert _training_signal(plain)[0] == "training episode return"
     assert _training_signal([{"step": 20, "ep_return_mean": 0.0, "model_reward_mean": ""}]) is None
+
+
+class SeedEnv(gym.Env):
+    """Episodes that depend on their seed alone: length 3 + seed % 5, observations from the seed."""
+
+    observation_space = gym.spaces.Dict({"keypoints": gym.spaces.Box(-3, 3, (4,), np.float32),
+                                         "target": gym.spaces.Box(-3, 3, (4,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.rng, self.t, self.len = np.random.default_rng(seed), 0, 3 + int(seed) % 5
+        return self._obs(), {"stage": 0}
+
+    def _obs(self):
+        x = self.rng.uniform(-1, 1, 4).astype(np.float32)
+        return {"keypoints": x, "target": -x}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t >= self.len
+        return self._obs(), float(action[0]), False, done, {"stage": self.t, "success": done and action[1] > 0}
+
+
+def test_batched_evaluation_plays_the_same_episodes_as_the_sequential_one():
+    settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=1, reward_scaling=False)
+    model = make_ppo(make_vec_env(lambda s: SeedEnv(), 0, settings), settings, seed=3)
+    seeds = eval_seeds(7)
+    one = evaluate_success(model, SeedEnv(), seeds)
+    many = evaluate_success(model, [SeedEnv() for _ in range(3)], seeds)
+    assert many.seeds == one.seeds and many.lengths == one.lengths and many.stages == one.stages
+    assert many.successes == one.successes
+    np.testing.assert_allclose(many.returns, one.returns, rtol=1e-5)
+    assert one.lengths == [3 + s % 5 for s in seeds]

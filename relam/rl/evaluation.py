@@ -108,11 +108,61 @@ def evaluate_success(
 
     ``policy`` is an SB3 model (``predict``) or a callable ``obs -> action``.  ``env`` must honour
     ``reset(seed=s)`` (TaskEnv and ReLAMWrapper do) so that an episode is a function of its seed.
+    ``env`` may be a list of such envs: an SB3 model then plays the episodes on all of them at once
+    with batched predictions (:func:`_evaluate_batched`).
     """
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    if len(envs) > 1 and hasattr(policy, "predict"):
+        return _evaluate_batched(policy, envs, seeds, deterministic, max_steps)
     act = _actor(policy, deterministic)
     res = EvalResult([], [], [], [], [])
     for s in seeds:
-        res.add(s, run_episode(act, env, int(s), max_steps))
+        res.add(s, run_episode(act, envs[0], int(s), max_steps))
+    return res
+
+
+def _evaluate_batched(policy: Any, envs: Sequence[Any], seeds: Sequence[int], deterministic: bool,
+                      max_steps: int | None) -> EvalResult:
+    """The episodes of :func:`evaluate_success` spread over several envs stepped in lockstep, one
+    batched ``policy.predict`` a step: an evaluation costs about one policy call per step of its
+    longest episodes instead of one per step of every episode. Each episode is still a function of
+    its seed alone, so the outcomes are those of the sequential loop (up to float rounding of a
+    batched forward pass)."""
+    pending = [int(s) for s in seeds][::-1]
+    outcomes: dict[int, tuple[bool, float, int, int]] = {}
+    slots: list[dict[str, Any] | None] = [None] * len(envs)
+
+    def start(i: int) -> None:
+        if not pending:
+            slots[i] = None
+            return
+        seed = pending.pop()
+        obs, info = envs[i].reset(seed=seed)
+        slots[i] = {"seed": seed, "obs": obs, "ok": bool(info.get("success", False)), "ret": 0.0, "n": 0,
+                    "stage": int(info.get("stage", 0))}
+
+    for i in range(len(envs)):
+        start(i)
+    while any(slot is not None for slot in slots):
+        live = [i for i, slot in enumerate(slots) if slot is not None]
+        first = slots[live[0]]["obs"]
+        if isinstance(first, dict):
+            batch: Any = {k: np.stack([slots[i]["obs"][k] for i in live]) for k in first}
+        else:
+            batch = np.stack([slots[i]["obs"] for i in live])
+        actions = policy.predict(batch, deterministic=deterministic)[0]
+        for j, i in enumerate(live):
+            slot = slots[i]
+            obs, r, terminated, truncated, info = envs[i].step(actions[j])
+            slot["obs"], slot["ret"], slot["n"] = obs, slot["ret"] + float(r), slot["n"] + 1
+            slot["ok"] = slot["ok"] or bool(info.get("success", False))
+            slot["stage"] = max(slot["stage"], int(info.get("stage", 0)))
+            if terminated or truncated or (max_steps is not None and slot["n"] >= max_steps):
+                outcomes[slot["seed"]] = (slot["ok"], slot["ret"], slot["n"], slot["stage"])
+                start(i)
+    res = EvalResult([], [], [], [], [])
+    for s in seeds:
+        res.add(s, outcomes[int(s)])
     return res
 
 

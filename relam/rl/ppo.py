@@ -294,6 +294,9 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
         ),
         net_arch=dict(pi=list(settings.net_arch), vf=list(settings.net_arch)),
         log_std_init=float(settings.log_std_init),
+        # SB3's Adam (eps 1e-5) in torch's fused form: one kernel for all parameters instead of one per
+        # tensor; measured 1.19 -> 0.92 s per 2000-step update of the points-only policy on one core
+        optimizer_kwargs=dict(eps=1e-5, fused=True),
     )
     return HierarchicalPPO(
         "MultiInputPolicy",
@@ -445,7 +448,8 @@ def train_ppo(
     th.set_num_threads(int(settings.torch_threads))
     t0 = time.time()
     venv = make_vec_env(env_fn, seed, settings)
-    eval_env = (eval_env_fn or env_fn)(seed + 1)
+    # evaluation episodes are played on up to n_envs envs at once (batched predictions)
+    eval_envs = [(eval_env_fn or env_fn)(seed + 1 + i) for i in range(min(settings.n_envs, int(eval_episodes)))]
     state = read_json(out / "state.json") if (out / "state.json").exists() and (out / "checkpoint.zip").exists() else None
     if state is not None:
         model = HierarchicalPPO.load(out / "checkpoint.zip", env=venv, device=resolve_device(settings.device))
@@ -476,7 +480,8 @@ def train_ppo(
         plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
         _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
 
-    cb = SuccessEvalCallback(eval_env, eval_seeds(eval_episodes), eval_every, on_eval)
+    cb = SuccessEvalCallback(eval_envs if len(eval_envs) > 1 else eval_envs[0], eval_seeds(eval_episodes),
+                             eval_every, on_eval)
     cb.curve = list(curve)
     cb.next_eval = (done_steps // int(eval_every) + 1) * int(eval_every)
     if not curve:
@@ -491,7 +496,8 @@ def train_ppo(
     elif remaining > 0:
         write_outputs()  # the last rollout's training row comes after the evaluation that ended it
     venv.close()
-    eval_env.close()
+    for e in eval_envs:
+        e.close()
     last = eval_rows[-1] if eval_rows else {}
     return RunResult(
         success=float(cb.curve[-1][1]),
