@@ -5,20 +5,35 @@ one folder that git ignores, so a fresh clone carries no data and an interrupted
 from what is on disk. Every write goes to a temporary file in the same folder and is renamed into
 place, so a reader never sees a half-written file and a killed job leaves either the old file or
 the new one.
+
+A cached file can still be damaged (a full disk, a copy cut short, a bad sector). Loaders that
+find one move it into a ``quarantine/`` folder next to it (:func:`quarantine`, kept for a
+post-mortem and named in a warning) and treat it as missing, so it is made again.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import os
 import tempfile
+import time
+import zipfile
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger(__name__)
+
+#: what reading a damaged ``.npz`` raises: cut short or not a zip (BadZipFile, EOFError), a bad
+#: checksum (BadZipFile) or deflate stream (zlib.error), a bad array header (ValueError), an array
+#: missing (KeyError)
+NPZ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, KeyError, zlib.error)
 
 
 def cache_dir() -> Path:
@@ -72,6 +87,57 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def npz_problem(path: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
+    """What is wrong with an existing ``.npz`` file (None: nothing). Reads every member and checks
+    its CRC, so a file cut short or damaged anywhere is found without building the arrays.
+    Raises FileNotFoundError when there is no file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            names = {n[:-4] for n in z.namelist() if n.endswith(".npy")}
+    except FileNotFoundError:
+        raise
+    except (*NPZ_ERRORS, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+    if bad is not None:
+        return f"bad CRC-32 for {bad}"
+    missing = sorted(set(required) - names)
+    return f"arrays missing: {', '.join(missing)}" if missing else None
+
+
+def quarantine(path: str | os.PathLike, problem: str, seen: os.stat_result | None = None,
+               then: str = "it is made again") -> Path | None:
+    """Move a damaged cache file into ``quarantine/`` next to it and warn, naming both paths.
+
+    ``seen``: the file's ``stat`` when it was found damaged; when the path now holds another file
+    (another process moved the bad one and wrote a new one meanwhile), nothing is moved. Returns the
+    file's new path, or None when nothing was moved (gone already, replaced, or not movable).
+    """
+    path = Path(path)
+    try:
+        if seen is not None:
+            now = path.stat()
+            if (now.st_dev, now.st_ino, now.st_mtime_ns) != (seen.st_dev, seen.st_ino, seen.st_mtime_ns):
+                return None
+        dst = path.parent / "quarantine" / f"{path.stem}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}{path.suffix}"
+        dst.parent.mkdir(exist_ok=True)
+        os.replace(path, dst)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("relam: warning: %s is damaged (%s) and cannot be moved aside (%s)", path, problem, e)
+        return None
+    log.warning("relam: warning: %s is damaged (%s); moved to %s, %s", path, problem, dst, then)
+    return dst
+
+
+def quarantined_files(root: str | os.PathLike | None = None) -> list[Path]:
+    """Damaged demos and subgoal datasets moved aside under the cache (see :func:`quarantine`)."""
+    root = Path(root) if root is not None else cache_dir()
+    found = [*root.glob("demos/*/*/quarantine/*"), *root.glob("subgoals/*/quarantine/*")]
+    return sorted(p for p in found if p.is_file())
 
 
 def settings_hash(obj: dict) -> str:

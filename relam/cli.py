@@ -206,7 +206,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_quarantined(keys: set[str]) -> None:
-    """Say how many records of these runs were unreadable and moved aside (see ResultStore.get)."""
+    """Say how many records of these runs, and how many cached demos and subgoal datasets, were
+    unreadable and moved aside (see ResultStore.get and relam.cache.quarantine)."""
+    from relam.cache import quarantined_files
     from relam.experiments import ResultStore
 
     store = ResultStore()
@@ -214,6 +216,10 @@ def _print_quarantined(keys: set[str]) -> None:
     if moved:
         print(f"quarantined: {len(moved)} corrupt record(s) of these runs moved to {store.quarantine_dir()} "
               "(their runs count as missing; `relam run` redoes them)")
+    files = quarantined_files()
+    if files:
+        print(f"quarantined: {len(files)} damaged cache file(s) (demos, subgoal datasets) moved aside, "
+              f"latest {max(files, key=lambda p: p.stat().st_mtime)} (each was made again when next needed)")
 
 
 # --- table / plot -----------------------------------------------------------------------------

@@ -14,6 +14,9 @@ Storage: one compressed ``.npz`` per trajectory under
 size, seeds tried, package versions). Each trajectory also keeps the simulator side data that the
 weight-free perception backends use: per-frame body segmentation and body poses, first-frame
 depth, the camera. Files are written atomically, so an interrupted run resumes where it stopped.
+A damaged file (cut short, bad checksum, arrays missing) counts as missing: the loader and
+``make_demos`` move it to ``quarantine/`` in its folder, with a warning, and make it again from its
+recorded seed (the same demo); a damaged ``meta.json`` is rebuilt from the demo files.
 
 Seeds: expert demos take environment seeds from 0 upward (failures are skipped and counted);
 offline trajectories from 100_000 upward; evaluation episodes elsewhere use seeds >= 1_000_000, so
@@ -31,13 +34,17 @@ import numpy as np
 from filelock import FileLock
 from tqdm import tqdm
 
-from relam.cache import atomic_save_npz, atomic_write_json, cache_dir, read_json, settings_hash
+from relam.cache import (NPZ_ERRORS, atomic_save_npz, atomic_write_json, cache_dir, npz_problem,
+                         quarantine, read_json, settings_hash)
 from relam.tasks import SIM_REVISION, Camera, TaskEnv, TaskSpec, get_task, make_env
 
 KINDS = ("expert", "offline")
 OFFLINE_SEED_BASE = 100_000
 EVAL_SEED_BASE = 1_000_000
 FORMAT_VERSION = 1
+#: arrays every demo file holds (a file without one of them is damaged)
+ARRAYS = ("frames", "body_seg", "depth0", "body_pos", "body_rot", "actions", "env_reward", "success",
+          "task", "seed", "body_names", "noisy")
 
 
 @dataclass
@@ -219,13 +226,50 @@ def make_demos(task: str | TaskSpec, n: int | None = None, kind: str = "expert",
         return _make_demos_locked(spec, n, kind, out, progress)
 
 
+def _usable(path: Path) -> bool:
+    """The demo file exists and is intact; a damaged one is moved to quarantine (False)."""
+    try:
+        seen = path.stat()
+        problem = npz_problem(path, ARRAYS)
+    except FileNotFoundError:
+        return False
+    if problem is None:
+        return True
+    quarantine(path, problem, seen, then="it is made again from its recorded seed")
+    return False
+
+
+def _read_meta(out: Path, spec: TaskSpec, kind: str) -> dict:
+    """The folder's meta.json; a new one when there is none, rebuilt from the intact demo files
+    (their seeds, lengths, outcomes) when it is damaged."""
+    meta_path = out / "meta.json"
+    meta = {"task": spec.to_dict(), "kind": kind, "format_version": FORMAT_VERSION, "files": {},
+            "versions": _versions(), "seeds_tried": 0, "failed_seeds": []}
+    try:
+        old = read_json(meta_path)
+        if isinstance(old, dict) and isinstance(old.get("files"), dict) and "seeds_tried" in old:
+            return old
+        problem = "not a demo folder's meta.json"
+    except FileNotFoundError:
+        return meta
+    except (ValueError, UnicodeDecodeError) as e:
+        problem = f"not valid JSON: {e}"
+    quarantine(meta_path, problem, then="rebuilt from the demo files")
+    for path in sorted(out.glob("*.npz")):
+        if _usable(path):
+            with np.load(path) as z:
+                meta["files"][path.stem] = {"seed": int(z["seed"]), "length": len(z["actions"]),
+                                            "success": bool(z["success"].any()),
+                                            "noise": spec.offline_noise if bool(z["noisy"]) else 0.0}
+    meta["seeds_tried"] = len(meta["files"])
+    atomic_write_json(meta_path, meta)
+    return meta
+
+
 def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: bool) -> Path:
     meta_path = out / "meta.json"
-    meta = read_json(meta_path) if meta_path.exists() else {
-        "task": spec.to_dict(), "kind": kind, "format_version": FORMAT_VERSION, "files": {},
-        "versions": _versions(), "seeds_tried": 0, "failed_seeds": [],
-    }
-    todo = [(name, noise) for name, noise in _targets(spec, kind, n) if not (out / f"{name}.npz").exists()]
+    meta = _read_meta(out, spec, kind)
+    todo = [(name, noise) for name, noise in _targets(spec, kind, n) if not _usable(out / f"{name}.npz")]
     if not todo:
         return out
     env = make_env(spec)
@@ -236,18 +280,25 @@ def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: b
     bar = tqdm(todo, desc=f"{kind} demos {spec.name}", disable=not progress, unit="demo")
     try:
         for name, noise in bar:
+            # a file moved to quarantine is made again from its recorded seed: the same demo
+            again = meta["files"].get(name, {}).get("seed")
             while True:
-                while seed in used:
-                    seed += 1
-                used.add(seed)
-                meta["seeds_tried"] += 1
-                demo = rollout_expert(env, seed, noise=noise)
+                if again is not None:
+                    seed_now, again = int(again), None
+                else:
+                    while seed in used:
+                        seed += 1
+                    used.add(seed)
+                    seed_now = seed
+                    meta["seeds_tried"] += 1
+                demo = rollout_expert(env, seed_now, noise=noise)
                 ok = demo is not None and (noise > 0 or demo.succeeded)
                 if ok:
                     break
-                meta["failed_seeds"].append(seed)
+                if seed_now not in meta["failed_seeds"]:
+                    meta["failed_seeds"].append(seed_now)
             demo.save(out / f"{name}.npz")
-            meta["files"][name] = {"seed": seed, "length": demo.length, "success": demo.succeeded,
+            meta["files"][name] = {"seed": seed_now, "length": demo.length, "success": demo.succeeded,
                                    "noise": noise}
             meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
             t0 = time.time()
@@ -266,14 +317,35 @@ def load_demos(task: str | TaskSpec, kind: str = "expert", n: int | None = None,
     want = n if n is not None else n_default
     d = demo_dir(spec, kind)
     names = [name for name, _ in _targets(spec, kind, want)]
-    missing = [x for x in names if not (d / f"{x}.npz").exists()]
-    if missing:
-        if not make:
-            raise FileNotFoundError(
-                f"{len(missing)} {kind} demos of '{spec.name}' are missing in {d}; "
-                f"make them with `relam demos make {spec.name} --kind {kind}`")
-        make_demos(spec, n=want, kind=kind)
-    return [Demo.load(d / f"{x}.npz") for x in names]
+    loaded: dict[str, Demo] = {}
+    for attempt in range(3):  # a damaged file is moved aside and made again, then loaded again
+        missing = [x for x in names if x not in loaded and not (d / f"{x}.npz").exists()]
+        if missing:
+            if not make:
+                raise FileNotFoundError(
+                    f"{len(missing)} {kind} demos of '{spec.name}' are missing in {d}; "
+                    f"make them with `relam demos make {spec.name} --kind {kind}`")
+            make_demos(spec, n=want, kind=kind)
+        for x in names:
+            path = d / f"{x}.npz"
+            if x in loaded:
+                continue
+            try:
+                seen = path.stat()
+                loaded[x] = Demo.load(path)
+            except FileNotFoundError:
+                continue  # moved aside by another process just now: made again on the next pass
+            except NPZ_ERRORS as e:
+                if attempt == 2:
+                    raise OSError(f"demo {path} is unreadable ({type(e).__name__}: {e}) and was not "
+                                  f"replaced; delete it and run `relam demos make {spec.name}`") from e
+                quarantine(path, f"{type(e).__name__}: {e}", seen,
+                           then="it is made again from its recorded seed" if make else
+                           f"make it again with `relam demos make {spec.name} --kind {kind}`")
+        if len(loaded) == len(names):
+            return [loaded[x] for x in names]
+    raise FileNotFoundError(f"{len(names) - len(loaded)} {kind} demos of '{spec.name}' keep disappearing "
+                            f"from {d} (another process moving them?); run `relam demos make {spec.name}`")
 
 
 def summarize(task: str | TaskSpec, kind: str = "expert") -> dict:

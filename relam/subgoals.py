@@ -9,7 +9,9 @@ learns from (the initial frame, the keypoints at frame 0 and at every keyframe) 
 
 ``build_subgoal_dataset(task, settings)`` caches the result under
 ``cache_dir()/subgoals/<task>/<hash>.npz``; the hash covers the settings, the number and kind of
-demos and the task entry (camera, prompts), so changing any of them builds a new file.
+demos and the task entry (camera, prompts), so changing any of them builds a new file. A damaged
+file (cut short, bad checksum, arrays missing) is moved to ``quarantine/`` beside it, with a
+warning, and built again.
 """
 
 from __future__ import annotations
@@ -330,10 +332,18 @@ def build_subgoal_dataset(task: str, settings: KeypointSettings | None = None,
     """
     from relam.demos import load_demos
 
+    from relam.cache import NPZ_ERRORS, quarantine
+
     settings = settings or KeypointSettings()
     path = subgoal_cache_path(task, settings, n_demos, kind)
     if path.exists() and not rebuild:
-        return SubgoalDataset.load(path)
+        try:
+            seen = path.stat()
+            return SubgoalDataset.load(path)
+        except FileNotFoundError:
+            pass  # moved aside by another process just now: build it here too (same result)
+        except NPZ_ERRORS as e:
+            quarantine(path, f"{type(e).__name__}: {e}", seen, then="the dataset is built again")
     demos = load_demos(task, kind=kind, n=n_demos)
     if not demos:
         raise ValueError(f"build_subgoal_dataset: no {kind!r} demos stored for {task!r}; run "

@@ -1,4 +1,8 @@
-"""Expert demos: the experts reach success, demos round-trip, the offline set mixes outcomes."""
+"""Expert demos: the experts reach success, demos round-trip, the offline set mixes outcomes,
+damaged files are moved aside and made again."""
+import json
+import logging
+
 import numpy as np
 import pytest
 
@@ -56,3 +60,48 @@ def test_missing_demos_fail_clearly_without_make(tmp_path, monkeypatch):
 def test_offline_set_only_for_maniskill():
     with pytest.raises(ValueError, match="no offline control dataset"):
         load_demos("drawer-open-v3", kind="offline", n=2)
+
+
+def _cut(path, keep=0.5):
+    """Cut a file short (what a full disk or an interrupted copy leaves)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_damaged_demo_is_quarantined_and_made_again(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path))
+    out = make_demos("drawer-open-v3", n=2, progress=False)
+    good = Demo.load(out / "expert_001.npz")
+    bad = out / "expert_001.npz"
+    quarantine = out / "quarantine"
+
+    # the loader: named in a warning, moved aside, made again from its recorded seed (the same demo)
+    _cut(bad)
+    with caplog.at_level(logging.WARNING, logger="relam.cache"):
+        demos = load_demos("drawer-open-v3", n=2)
+    assert str(bad) in caplog.text and "BadZipFile" in caplog.text and str(quarantine) in caplog.text
+    assert len(list(quarantine.iterdir())) == 1
+    assert demos[1].seed == good.seed
+    np.testing.assert_array_equal(demos[1].frames, good.frames)
+
+    # `demos make` sees a damaged file as missing (it used to skip it because the file existed)
+    _cut(bad, keep=0.9)
+    mtime = (out / "expert_000.npz").stat().st_mtime_ns
+    make_demos("drawer-open-v3", n=2, progress=False)
+    assert len(list(quarantine.iterdir())) == 2
+    assert Demo.load(bad).seed == good.seed and (out / "expert_000.npz").stat().st_mtime_ns == mtime
+
+    # without make: the damaged file is moved aside and the error says how to make it again
+    _cut(bad)
+    with pytest.raises(FileNotFoundError, match="relam demos make drawer-open-v3"):
+        load_demos("drawer-open-v3", n=2, make=False)
+    assert not bad.exists() and len(list(quarantine.iterdir())) == 3
+
+    # a damaged meta.json is rebuilt from the demo files (their seeds are kept)
+    make_demos("drawer-open-v3", n=2, progress=False)
+    meta = out / "meta.json"
+    seeds = {k: v["seed"] for k, v in json.loads(meta.read_text())["files"].items()}
+    meta.write_text('{"files": {')
+    make_demos("drawer-open-v3", n=2, progress=False)
+    assert summarize("drawer-open-v3")["count"] == 2 and len(list(quarantine.glob("meta.*.json"))) == 1
+    assert {k: v["seed"] for k, v in json.loads(meta.read_text())["files"].items()} == seeds

@@ -102,3 +102,34 @@ def test_run_quarantines_while_holding_the_lock(toy, capsys):
     outcome, rec = execute_run(expand(load_spec(toy), "smoke")[0], store_root=store.root)
     assert outcome == "ran" and rec["status"] == "ok"
     assert len(store.quarantined({key})) == 1
+
+
+def test_quarantine_moves_only_the_file_found_damaged(tmp_path, caplog):
+    """Another process may have moved the bad file and written a good one meanwhile: that one stays."""
+    import numpy as np
+
+    from relam.cache import atomic_save_npz, npz_problem, quarantine
+
+    path = atomic_save_npz(tmp_path / "d" / "x.npz", a=np.arange(3))
+    assert npz_problem(path, ["a"]) is None
+    assert "arrays missing: b" in npz_problem(path, ["a", "b"])
+    path.write_bytes(path.read_bytes()[:20])
+    assert "BadZipFile" in npz_problem(path)
+    seen = path.stat()
+    atomic_save_npz(path, a=np.arange(3))  # replaced by a good file after it was found bad
+    assert quarantine(path, "cut short", seen) is None and path.exists()
+    with caplog.at_level(logging.WARNING, logger="relam.cache"):
+        moved = quarantine(path, "cut short", path.stat())
+    assert moved == tmp_path / "d" / "quarantine" / moved.name and not path.exists()
+    assert str(path) in caplog.text and str(moved) in caplog.text
+
+
+def test_status_reports_quarantined_cache_files(toy, capsys, tmp_path):
+    assert cli.main(["status", str(toy)]) == 0
+    assert "damaged cache file" not in capsys.readouterr().out
+    moved = tmp_path / "cache" / "demos" / "drawer-open-v3" / "expert-0" / "quarantine" / "expert_001.1-2.npz"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(b"PK")
+    assert cli.main(["status", str(toy)]) == 0
+    out = capsys.readouterr().out
+    assert "quarantined: 1 damaged cache file(s)" in out and str(moved) in out

@@ -101,6 +101,27 @@ def test_build_caches_and_reuses(monkeypatch, demos_by_task):
     assert other != path
 
 
+def test_damaged_dataset_is_quarantined_and_built_again(demos_by_task, caplog):
+    import logging
+
+    import relam.subgoals as sg
+
+    demos_by_task("drawer-open-v3")
+    settings = KeypointSettings(num_points=5, max_step=35)
+    path = sg.subgoal_cache_path("drawer-open-v3", settings, n_demos=2)
+    first = build_subgoal_dataset("drawer-open-v3", settings, n_demos=2, progress=False)
+    moved = lambda: len(list((path.parent / "quarantine").glob(f"{path.stem}.*.npz")))  # noqa: E731
+    before = moved()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut short
+    with caplog.at_level(logging.WARNING, logger="relam.cache"):
+        again = build_subgoal_dataset("drawer-open-v3", settings, n_demos=2, progress=False)
+    assert str(path) in caplog.text and "BadZipFile" in caplog.text and "built again" in caplog.text
+    assert moved() == before + 1
+    np.testing.assert_array_equal(first[0].keypoints, again[0].keypoints)
+    assert SubgoalDataset.load(path).task == "drawer-open-v3"  # the rebuilt file is whole
+
+
 def _toy_demo():
     """Two flat bodies at 2 m in front of a pinhole camera (f=100 px): an 'arm' that moves right
     2 px/step for 20 steps and then down, and a 'box' that stays still until step 20 and then moves
