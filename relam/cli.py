@@ -19,15 +19,19 @@ Errors: a mistake in the input (a spec, a task name, an option, ``$RELAM_SCALE``
 two lines on stderr -- what is wrong and how to fix it -- and exit status 2; an unexpected error
 ends in a line naming it, a pointer to ``--debug`` and exit status 1. A traceback is printed only
 with ``--debug`` (anywhere on the command line), because for a user a traceback hides the one line
-that matters.
+that matters. Ctrl-C or SIGTERM stops ``relam run`` and its pool's workers with one line (exit 130 or
+143); the finished runs' records are kept and the same command finishes the rest.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -152,13 +156,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"no run of {spec.name} [{args.scale}] matches --tasks/--methods/--seeds",
                          fix=f"its tasks: {', '.join(spec.tasks)}; methods: {', '.join(spec.labels())}; "
                              f"seeds: {', '.join(map(str, spec.seeds_at(args.scale)))}")
-    summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
-                       retry_failed=args.retry_failed, address=args.address, progress=not args.no_progress)
+    try:
+        with _sigterm_interrupts():
+            summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
+                               retry_failed=args.retry_failed, address=args.address,
+                               progress=not args.no_progress)
+    except KeyboardInterrupt as e:  # the pool is stopped by now (run_spec); say what is kept
+        from relam.experiments import ResultStore
+
+        store = ResultStore()
+        done = sum(1 for r in runs if store.get(r.key) is not None)
+        why = "SIGTERM" if isinstance(e, _Terminated) else "Ctrl-C"
+        print(f"relam run: stopped by {why}: {done} of {len(runs)} runs have records (kept), the workers "
+              f"are stopped; the same command finishes the rest", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     print(summary.line())
     real = [r for r in summary.failed() if not r.get("not_implemented")]
     for r in real[:10]:
         print(f"  failed: {r['task']} / {r.get('label') or r['method']} / seed {r['seed']}: {r['error']}")
     return 1 if real else 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception, so that a sweep stops its pool on the way out, as for Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """While active (in the main thread), SIGTERM raises :class:`_Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _check_filters(spec, args: argparse.Namespace) -> None:

@@ -151,6 +151,39 @@ def test_killed_sweep_resumes_without_double_or_lost_runs(tmp_path, cache):
     assert len(e) == 8 and set(e.values()) == {1}  # none done twice
 
 
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "Ctrl-C"])
+def test_stopped_pool_sweep_leaves_no_worker_and_keeps_its_records(tmp_path, cache, how):
+    """Kill the parent of a 2-worker pool (SIGKILL), or stop it (SIGTERM to it, SIGINT to its process
+    group as a terminal's Ctrl-C does): no worker is left after 10 s, the records are intact, and
+    SIGTERM/Ctrl-C end in one line."""
+    psutil = pytest.importorskip("psutil")
+    spec_path = make_spec(tmp_path, seeds=(0, 1, 2, 3), sleep_s=2.0)  # 8 runs of 2 s on 2 workers
+    env = {**os.environ, "RELAM_CACHE": str(cache)}
+    proc = subprocess.Popen([PY, "-m", "relam.cli", "run", str(spec_path), "--scale", "smoke", "--no-progress",
+                             "--workers", "2"], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    store = ResultStore(cache / "results")
+    try:
+        _wait_for(lambda: len(store.keys()) >= 2, timeout=120)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2 and len(store.keys()) < 6, "stop the sweep mid-way"
+        {"SIGKILL": proc.kill, "SIGTERM": proc.terminate,
+         "Ctrl-C": lambda: os.killpg(proc.pid, signal.SIGINT)}[how]()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"orphaned workers: {[(p.pid, p.cmdline()[-2:]) for p in alive]}"
+    keys = store.keys()
+    assert len(keys) >= 2 and all(store.get(k)["status"] == "ok" for k in keys) and not store.quarantined()
+    if how != "SIGKILL":
+        assert proc.returncode == (143 if how == "SIGTERM" else 130), err
+        assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err, err
+        assert f"stopped by {how}: {len(keys)} of 8 runs have records" in err, err
+
+
 def test_concurrent_sweeps_share_work(tmp_path, cache):
     """Two sweeps of the same spec at once (as under pytest -n): every run is done exactly once."""
     spec_path = make_spec(tmp_path, seeds=(0, 1, 2), sleep_s=0.3)

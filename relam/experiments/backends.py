@@ -8,7 +8,11 @@ cluster is Ray.
 - ``local`` with 1 worker runs in this process (no start-up cost; what tests and CI use).
 - ``local`` with N > 1 workers uses a process pool with the *spawn* start method (forking after a
   GL context exists deadlocks MuJoCo) and one torch/BLAS thread per worker (on 2 cores, 2 threads
-  under contention were 5-10x slower than 1).
+  under contention were 5-10x slower than 1). Workers leave no orphans: each exits within a
+  second of its parent's death (a watchdog thread sees ``os.getppid()`` change, even after a
+  SIGKILL of the parent), ignores Ctrl-C (the parent stops the pool), and an interrupted sweep
+  (Ctrl-C, SIGTERM, an error) terminates the pool instead of waiting for its running runs; a run
+  cut short leaves no record, so the next sweep redoes it and the finished records stay as they are.
 - ``ray`` starts a local Ray instance (``num_cpus=workers``, temporary files under the cache) or
   joins ``address``; each run is a Ray task with ``num_cpus=1``. The result store must be on a
   file system that every node sees.
@@ -17,7 +21,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import tempfile
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -42,6 +49,21 @@ def _single_thread() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
+def _watch_parent(parent: int, interval: float = 0.5) -> None:
+    """Exit this process as soon as its parent is gone (re-parented: ``os.getppid()`` changed)."""
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)  # a run cut short writes no record (atomic writes); its lock dies with the process
+
+
+def _pool_worker_init(parent: int) -> None:
+    """Pool-worker initializer: one BLAS/torch thread; Ctrl-C is the parent's to handle (it stops
+    the pool; a terminal sends SIGINT to the whole process group); exit when the parent dies."""
+    _single_thread()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent,), name="relam-parent-watch", daemon=True).start()
+
+
 def _execute(run_dict: dict[str, Any], store_root: str, retry_failed: bool, wait: bool, progress: bool = False):
     from relam.experiments.runner import execute_run
 
@@ -55,8 +77,8 @@ class Backend:
                 wait: bool) -> Iterator[tuple["Run", str, dict[str, Any] | None]]:  # pragma: no cover
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """Release the workers; ``abort``: the sweep was interrupted, stop running runs now."""
 
 
 class LocalBackend(Backend):
@@ -77,7 +99,7 @@ class LocalBackend(Backend):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_single_thread)
+                                             initializer=_pool_worker_init, initargs=(os.getpid(),))
         return self._pool
 
     def execute(self, runs, *, store_root, retry_failed, wait):
@@ -95,10 +117,24 @@ class LocalBackend(Backend):
                 outcome, rec = fut.result()
                 yield run, outcome, rec
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down after its running runs, or (``abort``) terminate its workers now."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if not abort:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
 
 
 def ray_temp_dir() -> str:
@@ -141,7 +177,7 @@ class RayBackend(Backend):
                 outcome, rec = ray.get(ref)
                 yield run, outcome, rec
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self._started:
             self._ray.shutdown()
             self._started = False

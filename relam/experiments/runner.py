@@ -208,6 +208,7 @@ def run_spec(spec: Spec, scale: str, backend: str = "local", workers: int = 1, r
     if todo:
         be = get_backend(backend, workers=workers, address=address, progress=progress)
         bar = tqdm(total=len(todo), desc=f"{spec.name} [{scale}]", unit="run", disable=not progress)
+        aborted = True  # until the loop ends normally: an interrupt or error stops the workers now
         try:
             pending = todo
             for wait in (False, True):
@@ -225,9 +226,10 @@ def run_spec(spec: Spec, scale: str, backend: str = "local", workers: int = 1, r
                 pending = busy
                 if not pending:
                     break
+            aborted = False
         finally:
             bar.close()
-            be.close()
+            be.close(abort=aborted)
     return summary
 
 
