@@ -43,6 +43,18 @@ def cache_dir() -> Path:
     return root
 
 
+def unwritable(paths: Iterable[str | os.PathLike]) -> Path | None:
+    """The first of ``paths`` (for one not made yet: its nearest existing parent) that this process
+    cannot create files in, or None when it can in all of them. Writes nothing (``os.access``), so
+    it is safe on a read-only cache."""
+    for p in map(Path, paths):
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        if not os.access(p, os.W_OK | os.X_OK):
+            return p
+    return None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     path = Path(path)

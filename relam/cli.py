@@ -20,7 +20,9 @@ two lines on stderr -- what is wrong and how to fix it -- and exit status 2; an 
 ends in a line naming it, a pointer to ``--debug`` and exit status 1. A traceback is printed only
 with ``--debug`` (anywhere on the command line), because for a user a traceback hides the one line
 that matters. Ctrl-C or SIGTERM stops ``relam run`` and its pool's workers with one line (exit 130 or
-143); the finished runs' records are kept and the same command finishes the rest.
+143); the finished runs' records are kept and the same command finishes the rest. On a read-only
+cache ``run`` stops before any work with one error, ``table``/``plot`` ask for ``--out``, and
+``status`` works as usual.
 """
 from __future__ import annotations
 
@@ -156,6 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"no run of {spec.name} [{args.scale}] matches --tasks/--methods/--seeds",
                          fix=f"its tasks: {', '.join(spec.tasks)}; methods: {', '.join(spec.labels())}; "
                              f"seeds: {', '.join(map(str, spec.seeds_at(args.scale)))}")
+    _check_cache_writable()
     try:
         with _sigterm_interrupts():
             summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
@@ -175,6 +178,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     for r in real[:10]:
         print(f"  failed: {r['task']} / {r.get('label') or r['method']} / seed {r['seed']}: {r['error']}")
     return 1 if real else 0
+
+
+def _check_cache_writable() -> None:
+    """A run writes its lock, record, scratch files, demos and datasets in the cache: a read-only
+    cache is one clear error before any work starts, not a PermissionError from the first lock."""
+    from relam.cache import cache_dir, unwritable
+    from relam.experiments import ResultStore
+
+    root, results = cache_dir(), ResultStore().root
+    bad = unwritable([root, results, results / "runs", results / "locks", results / "work"])
+    if bad is not None:
+        raise UsageError(f"the cache {root} is read-only ({bad} is not writable); a run writes its locks, "
+                         "records and data there",
+                         fix="make it writable, or set RELAM_CACHE to a writable folder (`relam status` "
+                             "and `relam table --out DIR` work on a read-only cache)")
+
+
+def _check_report_dir(spec, args: argparse.Namespace) -> None:
+    """``table``/``plot`` write to ``--out``, by default in the cache: say so before the work."""
+    from relam.cache import unwritable
+    from relam.experiments.reports import report_dir
+
+    out = args.out if args.out is not None else report_dir(spec, args.scale)
+    bad = unwritable([out])
+    if bad is not None:
+        where = "--out" if args.out is not None else "the cache's reports folder"
+        raise UsageError(f"{where} {out} is not writable ({bad} is read-only)",
+                         fix="pass --out DIR with a folder you can write to")
 
 
 class _Terminated(KeyboardInterrupt):
@@ -272,7 +303,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     from relam.experiments import load_spec
     from relam.experiments.reports import render_table
 
-    rep = render_table(load_spec(args.spec), args.scale, out_dir=args.out, reps=args.reps)
+    spec = load_spec(args.spec)
+    _check_report_dir(spec, args)
+    rep = render_table(spec, args.scale, out_dir=args.out, reps=args.reps)
     print(rep.markdown)
     print("written: " + ", ".join(str(p) for p in rep.paths.values()))
     return 0
@@ -289,7 +322,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from relam.experiments import load_spec
     from relam.experiments.reports import render_curves
 
-    print(f"written: {render_curves(load_spec(args.spec), args.scale, out_dir=args.out)}")
+    spec = load_spec(args.spec)
+    _check_report_dir(spec, args)
+    print(f"written: {render_curves(spec, args.scale, out_dir=args.out)}")
     return 0
 
 

@@ -218,3 +218,78 @@ def test_unexpected_error_and_interrupt(monkeypatch, capsys):
         cli.main(["boom", "--debug"])
     assert cli.main(["stop"]) == 130
     assert "relam stop: interrupted" in clean_error(capsys, max_lines=1)
+
+
+# --- a read-only cache: `run` stops before any work with one clear error; status and table --out work
+def test_run_on_a_read_only_cache_fails_before_any_work(toy, tmp_path, monkeypatch, capsys):
+    """Simulated with os.access (tests may run as root, where chmod does not stop writes)."""
+    import os
+
+    import relam.cache
+
+    cache = tmp_path / "cache"
+    real_access = os.access
+    monkeypatch.setattr(relam.cache.os, "access", lambda p, mode: not str(p).startswith(str(cache))
+                        and real_access(p, mode))
+    assert cli.main(["run", str(toy), "--no-progress"]) == 2
+    err = clean_error(capsys)
+    assert f"the cache {cache} is read-only" in err and "RELAM_CACHE" in err
+    assert not (cache / "results").exists()  # no lock, record or scratch folder was made
+    assert cli.main(["table", str(toy), "--reps", "20"]) == 2
+    assert "pass --out DIR" in clean_error(capsys)
+    assert cli.main(["table", str(toy), "--reps", "20", "--out", str(tmp_path / "rep")]) == 0
+    assert cli.main(["status", str(toy)]) == 0
+
+
+def _without_root_powers() -> list[str] | None:
+    """A command prefix under which chmod'ed files cannot be written: none for a normal user; for
+    root, setpriv dropping the capabilities that bypass file modes; None when neither works."""
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        return []
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+    if shutil.which("setpriv") is None:
+        return None
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o555)
+        probe = subprocess.run(prefix + ["touch", os.path.join(d, "probe")], capture_output=True)
+        os.chmod(d, 0o755)
+    return prefix if probe.returncode != 0 else None
+
+
+def test_read_only_cache_for_real(toy, tmp_path, capsys):
+    import os
+    import sys
+
+    from relam.experiments import ResultStore, expand, load_spec
+
+    prefix = _without_root_powers()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: chmod cannot make the cache read-only here")
+    assert cli.main(["run", str(toy), "--no-progress"]) == 1  # the F runs fail by design
+    capsys.readouterr()
+    bad = ResultStore().record_path(expand(load_spec(toy), "smoke")[0].key)
+    bad.write_text("{")  # and one record is damaged (it cannot be moved aside here)
+    cache = tmp_path / "cache"
+    before = sorted(p for p in cache.rglob("*"))
+    subprocess.run(["chmod", "-R", "a-w", str(cache)], check=True)
+    try:
+        def relam(*argv):
+            return subprocess.run(prefix + [sys.executable, "-m", "relam.cli", *argv], capture_output=True,
+                                  text=True, cwd=REPO_ROOT, env={**os.environ, "RELAM_CACHE": str(cache)},
+                                  timeout=300)
+
+        st = relam("status", str(toy))
+        assert st.returncode == 0 and "4 runs: 2 failed, 1 missing, 1 ok" in st.stdout, st.stdout + st.stderr
+        assert "cannot be moved aside" in st.stderr and str(bad) in st.stderr
+        tb = relam("table", str(toy), "--reps", "20", "--out", str(tmp_path / "rep"))
+        assert tb.returncode == 0 and (tmp_path / "rep" / "table.md").is_file(), tb.stderr
+        run = relam("run", str(toy), "--no-progress")
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 2 and "is read-only" in lines[0] and "RELAM_CACHE" in lines[1], run.stderr
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(cache)], check=True)
+    assert sorted(p for p in cache.rglob("*")) == before  # nothing was written
