@@ -888,8 +888,9 @@ def _config_from_args(args: argparse.Namespace) -> AnticipationConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m relam.anticipation",
-                                description="Train / evaluate the ReLAM anticipation model.")
+    from relam.cli import TOOL_HELP, add_weights_args, tool_parser
+
+    p = tool_parser("anticipation", "Train / evaluate the ReLAM anticipation model.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -898,22 +899,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="use procedural stand-in data (tasks synth-push / synth-lift)")
         q.add_argument("--n-demos", type=int, default=100, help="demos per task to load")
         q.add_argument("--holdout", type=int, default=10, help="held-out demos per task")
-        q.add_argument("--num-points", type=int, default=4)
-        q.add_argument("--image-size", type=int, default=128)
+        q.add_argument("--num-points", type=int, default=4, help="keypoints per subgoal")
+        q.add_argument("--image-size", type=int, default=128, help="image side in pixels")
 
-    t = sub.add_parser("train", help="train a model (resumes from DIR/checkpoint.pt)")
+    t = sub.add_parser("train", help="train a model (resumes from DIR/checkpoint.pt)",
+                       description="Train an anticipation model (resumes from OUT/checkpoint.pt).", **TOOL_HELP)
     common(t)
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--scale", default="quick", choices=sorted(SCALES))
+    t.add_argument("--scale", default="quick", choices=sorted(SCALES),
+                   help="model/training budget preset")
     for name, typ in (("layers", int), ("width", int), ("heads", int), ("dropout", float),
                       ("lr", float), ("batch-size", int), ("steps", int), ("augment-shifts", int),
                       ("encoder-steps", int), ("max-len", int), ("seed", int)):
-        t.add_argument(f"--{name}", type=typ, default=None)
+        t.add_argument(f"--{name}", type=typ, default=None, help="default: the --scale preset's")
     t.add_argument("--encoder", choices=["pixels", "conv-ae", "dinov2"], default=None,
-                   help="frozen image encoder (default pixels; dinov2 needs --encoder-path)")
-    t.add_argument("--encoder-path", default=None, help="DINOv2 weights folder")
+                   help="frozen image encoder (default: the --scale preset's; dinov2 needs --dinov2-path)")
+    add_weights_args(t, dinov2=True)
 
-    e = sub.add_parser("evaluate", help="evaluate a trained model on its held-out demos")
+    e = sub.add_parser("evaluate", help="evaluate a trained model on its held-out demos",
+                       description="Evaluate a trained model on its held-out demos.", **TOOL_HELP)
     common(e)
     e.add_argument("model", help="training folder or model.pt")
     e.add_argument("--picture", default=None, help="PNG path for predicted vs true subgoals")

@@ -1,7 +1,7 @@
 """The ``relam`` command line: one function pair per subcommand, kept in a registry.
 
     relam run SPEC --scale smoke [--backend local|ray] [--workers N] [--retry-failed] [--address A]
-    relam status SPEC [--scale S]
+    relam status SPEC [--scale S] [--tasks ...] [--methods ...] [--seeds ...]
     relam table SPEC [--scale S] [--out DIR]
     relam plot SPEC [--scale S] [--out DIR]
 
@@ -61,6 +61,104 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with each option's default, ``(default: X)``, except where there is none to show (a
+    ``None`` or ``False`` default, or a help text that already says it); descriptions and epilogs
+    keep their line breaks (the environment block)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text.lower() or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS
+                or not (action.option_strings or action.nargs in ("?", "*"))):
+            return text
+        return text + " (default: %(default)s)"
+
+
+#: the environment variables relam reads; the epilog of `relam --help` and of every subcommand's
+ENVIRONMENT_HELP = """environment variables:
+  RELAM_CACHE           root of all generated data: demos, subgoal datasets, models, results,
+                        reports (default <repo>/.cache/relam)
+  RELAM_SCALE           default --scale: smoke, quick or paper (default smoke)
+  RELAM_METHOD_MODULES  comma-separated modules imported to register more methods
+  MUJOCO_GL             MuJoCo's renderer: egl (GPU/headless), osmesa (CPU) or glfw (a display)
+  RELAM_DINOV2_PATH     DINOv2 weights folder (config.json + model.safetensors), read when no
+                        --dinov2-path is given
+  RELAM_COTRACKER_PATH  CoTracker3 checkpoint file (e.g. scaled_offline.pth), read when no
+                        --cotracker-path is given
+  RELAM_EVF_SAM_PATH    EVF-SAM checkpoint folder (e.g. a copy of YxZhang/evf-sam2), read when no
+                        --evf-sam-path is given
+No weights are downloaded at run time; the default backends (sim segmenter and tracker, pixels
+or conv-ae encoder) need none."""
+
+
+#: keywords for a tool's sub-subparsers (``sub.add_parser(name, **TOOL_HELP)``), which do not
+#: inherit their parent's formatter and epilog
+TOOL_HELP = dict(formatter_class=HelpFormatter, epilog=ENVIRONMENT_HELP)
+
+
+def tool_parser(name: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a tool subcommand (``relam demos`` ...): named ``relam NAME`` in its usage
+    line, with the defaults and the environment variables in its help."""
+    return _Parser(prog=f"relam {name}", description=description, **TOOL_HELP)
+
+
+def add_weights_args(p: argparse.ArgumentParser, *, segmenter: bool = False, tracker: bool = False,
+                     dinov2: bool = False) -> None:
+    """``--evf-sam-path`` / ``--cotracker-path`` / ``--dinov2-path``: the local weights of the
+    perception backends, each defaulting to its environment variable."""
+    if segmenter:
+        p.add_argument("--segmenter", default="sim", choices=("sim", "evf-sam"),
+                       help="text-prompted segmenter (evf-sam needs --evf-sam-path)")
+        p.add_argument("--evf-sam-path", default=os.environ.get("RELAM_EVF_SAM_PATH"), metavar="DIR",
+                       help="EVF-SAM checkpoint folder for --segmenter evf-sam "
+                            "(default $RELAM_EVF_SAM_PATH)")
+    if tracker:
+        p.add_argument("--tracker", default="sim", choices=("sim", "lk", "cotracker"),
+                       help="point tracker (cotracker needs --cotracker-path)")
+        p.add_argument("--cotracker-path", default=os.environ.get("RELAM_COTRACKER_PATH"), metavar="FILE",
+                       help="CoTracker3 checkpoint file for --tracker cotracker "
+                            "(default $RELAM_COTRACKER_PATH)")
+    if dinov2:
+        # None here: the DINOv2 encoder itself falls back to $RELAM_DINOV2_PATH
+        p.add_argument("--dinov2-path", "--encoder-path", dest="encoder_path", metavar="DIR", default=None,
+                       help="DINOv2 weights folder for --encoder dinov2 (default $RELAM_DINOV2_PATH)")
+
+
+def weights_kwargs(args: argparse.Namespace) -> dict:
+    """``KeypointSettings`` keywords for the segmenter and tracker chosen by :func:`add_weights_args`
+    options, with their weights paths. A backend that needs weights is built once here, before any
+    work, so that a missing path ends the command at once with the backend's own error (naming the
+    path and where to get the weights); the backends load their models lazily, so this is cheap."""
+    from relam.perception import make_segmenter, make_tracker
+
+    kw: dict = {}
+    checks = []
+    if getattr(args, "segmenter", None) is not None:
+        kw["segmenter"] = args.segmenter
+        if args.segmenter == "evf-sam":
+            if args.evf_sam_path is None:
+                raise UsageError("--segmenter evf-sam needs its weights folder",
+                                 fix="pass --evf-sam-path DIR or set RELAM_EVF_SAM_PATH (or use --segmenter sim)")
+            kw["segmenter_kwargs"] = {"weights_path": args.evf_sam_path}
+            checks.append(lambda: make_segmenter("evf-sam", **kw["segmenter_kwargs"]))
+    if getattr(args, "tracker", None) is not None:
+        kw["tracker"] = args.tracker
+        if args.tracker == "cotracker":
+            if args.cotracker_path is None:
+                raise UsageError("--tracker cotracker needs its checkpoint file",
+                                 fix="pass --cotracker-path FILE or set RELAM_COTRACKER_PATH "
+                                     "(or use --tracker sim or lk)")
+            kw["tracker_kwargs"] = {"checkpoint": args.cotracker_path}
+            checks.append(lambda: make_tracker("cotracker", **kw["tracker_kwargs"]))
+    for check in checks:
+        try:
+            check()
+        except ImportError as e:  # the weights are there but the backend's package is not
+            raise UsageError(str(e)) from e
+    return kw
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--workers 0`` is a usage error, not a crash later)."""
     try:
@@ -113,7 +211,7 @@ def _spec_arg(p: argparse.ArgumentParser) -> None:
 def _scale_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=SCALES, default=_default_scale(),
                    help="budget scale: smoke (CI minutes), quick (hours on 2 cores), paper "
-                        "(the paper's budgets); default $RELAM_SCALE or smoke")
+                        "(the paper's budgets); default $RELAM_SCALE or smoke (now: %(default)s)")
 
 
 def _check_scale(args: argparse.Namespace) -> None:
@@ -134,10 +232,35 @@ def setup_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (--backend ray)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _filter_args(p)
+
+
+def _filter_args(p: argparse.ArgumentParser) -> None:
+    """--tasks/--methods/--seeds, shared by ``run`` and ``status`` (checked by :func:`_select`)."""
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all of the spec)")
     p.add_argument("--methods", nargs="+", default=None,
                    help="only these columns, by label or method name (default: all)")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="only these seeds")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="only these seeds (default: all of the scale)")
+
+
+def _select(spec, args: argparse.Namespace, runs: list) -> list:
+    """The runs (or ``(run, record)`` rows) that pass --tasks/--methods/--seeds; each name given
+    must be in the spec, and together they must select at least one run."""
+    _check_filters(spec, args)
+
+    def keep(r) -> bool:
+        r = r[0] if isinstance(r, tuple) else r
+        return ((args.tasks is None or r.task in args.tasks)
+                and (args.methods is None or r.label in args.methods or r.method in args.methods)
+                and (args.seeds is None or r.seed in args.seeds))
+
+    kept = [r for r in runs if keep(r)]
+    if not kept and runs:  # every filter names something, but not together (e.g. a seed of another scale)
+        raise UsageError(f"no run of {spec.name} [{args.scale}] matches --tasks/--methods/--seeds",
+                         fix=f"its tasks: {', '.join(spec.tasks)}; methods: {', '.join(spec.labels())}; "
+                             f"seeds: {', '.join(map(str, spec.seeds_at(args.scale)))}")
+    return kept
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -149,15 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--address is the address of a Ray cluster, but the backend is local",
                          fix="add --backend ray, or drop --address")
     spec = load_spec(args.spec)
-    _check_filters(spec, args)
-    runs = [r for r in expand(spec, args.scale)
-            if (args.tasks is None or r.task in args.tasks)
-            and (args.methods is None or r.label in args.methods or r.method in args.methods)
-            and (args.seeds is None or r.seed in args.seeds)]
-    if not runs:  # every filter names something, but not together (e.g. a seed of another scale)
-        raise UsageError(f"no run of {spec.name} [{args.scale}] matches --tasks/--methods/--seeds",
-                         fix=f"its tasks: {', '.join(spec.tasks)}; methods: {', '.join(spec.labels())}; "
-                             f"seeds: {', '.join(map(str, spec.seeds_at(args.scale)))}")
+    runs = _select(spec, args, expand(spec, args.scale))
     _check_cache_writable()
     try:
         with _sigterm_interrupts():
@@ -248,17 +363,20 @@ def _check_filters(spec, args: argparse.Namespace) -> None:
 def setup_status(p: argparse.ArgumentParser) -> None:
     _spec_arg(p)
     _scale_arg(p)
+    _filter_args(p)
     p.add_argument("-v", "--verbose", action="store_true", help="list every run")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Show which runs of a spec are done, failed, not implemented or missing."""
+    """Show which runs of a spec are done, failed, not implemented or missing.
+
+    ``--tasks/--methods/--seeds`` select runs as for ``relam run`` (the same checks)."""
     from collections import Counter
 
     from relam.experiments import load_spec, spec_status
 
     spec = load_spec(args.spec)
-    rows = spec_status(spec, args.scale)
+    rows = _select(spec, args, spec_status(spec, args.scale))
     counts: Counter = Counter()
     for run, rec in rows:
         st = "missing" if rec is None else rec["status"] if rec["status"] == "ok" else (
@@ -368,13 +486,15 @@ def _load_plugins() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = _Parser(prog="relam", description="ReLAM benchmark-reproduction harness")
+    parser = _Parser(prog="relam", description="ReLAM benchmark-reproduction harness",
+                     formatter_class=HelpFormatter, epilog=ENVIRONMENT_HELP)
     parser.add_argument("--debug", action="store_true",
                         help="print the full traceback of an error (accepted anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for sc in SUBCOMMANDS.values():
         # argparse %-formats help strings (the command list), not descriptions (`relam CMD --help`)
-        p = sub.add_parser(sc.name, help=sc.help.replace("%", "%%"), description=sc.help)
+        p = sub.add_parser(sc.name, help=sc.help.replace("%", "%%"), description=sc.help,
+                           formatter_class=HelpFormatter, epilog=ENVIRONMENT_HELP)
         sc.setup(p)
         p.set_defaults(_run=sc.run)
     return parser

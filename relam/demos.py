@@ -385,19 +385,24 @@ def save_view(demo: Demo, out: str | Path, n: int = 8) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="relam demos", description="Make, summarise and view expert demos.")
+    from relam.cli import TOOL_HELP, tool_parser
+
+    p = tool_parser("demos", "Make, summarise and view expert demos.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    mk = sub.add_parser("make", help="make (or resume making) the demos of tasks")
+    mk = sub.add_parser("make", help="make (or resume making) the demos of tasks",
+                        description="Make (or resume making) the demos of tasks.", **TOOL_HELP)
     mk.add_argument("tasks", nargs="+", help="task names (see relam/tasks.yaml) or 'all'")
-    mk.add_argument("--kind", choices=KINDS, default="expert")
+    mk.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
     mk.add_argument("-n", type=int, default=None, help="number of trajectories (default 100 expert / 200 offline)")
-    sm = sub.add_parser("summary", help="print a summary of stored demos")
+    sm = sub.add_parser("summary", help="print a summary of stored demos",
+                        description="Print a summary of stored demos.", **TOOL_HELP)
     sm.add_argument("tasks", nargs="+")
-    sm.add_argument("--kind", choices=KINDS, default="expert")
-    vw = sub.add_parser("view", help="write a PNG strip or GIF of one demo")
+    sm.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
+    vw = sub.add_parser("view", help="write a PNG strip or GIF of one demo",
+                        description="Write a PNG strip or GIF of one demo.", **TOOL_HELP)
     vw.add_argument("task")
-    vw.add_argument("--index", type=int, default=0)
-    vw.add_argument("--kind", choices=KINDS, default="expert")
+    vw.add_argument("--index", type=int, default=0, help="which stored demo")
+    vw.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
     vw.add_argument("--out", default=None, help="output .png or .gif (default: cache/views/...)")
     a = p.parse_args(argv)
     from relam.tasks import list_tasks

@@ -14,7 +14,6 @@ keyframes get a red border.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +134,20 @@ def overlay_gif(demo: Any, seq: Any, out: str | Path, scale: int = 3, trail: int
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m relam.overlay",
-        description="Draw the keypoints (Eq. 1), their tracks and the keyframes (Eq. 2) over one "
-                    "stored demo of a task, as a PNG summary or an animated GIF.")
+    from relam.cli import add_weights_args, tool_parser, weights_kwargs
+
+    p = tool_parser(
+        "overlay",
+        "Draw the keypoints (Eq. 1), their tracks and the keyframes (Eq. 2) over one stored demo "
+        "of a task, as a PNG summary or an animated GIF.")
     p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
-    p.add_argument("--demo", type=int, default=0, help="index of the stored demo (default 0)")
+    p.add_argument("--demo", type=int, default=0, help="index of the stored demo")
     p.add_argument("--out", required=True, help="output file, .png or .gif")
     p.add_argument("--kind", default="expert", help="demo kind (expert | offline)")
-    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points)
-    p.add_argument("--tracker", default="sim", help="sim | lk | cotracker")
+    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points, help="keypoints per demo")
+    add_weights_args(p, segmenter=True, tracker=True)
     a = p.parse_args(argv)
+    settings = KeypointSettings(num_points=a.num_points, **weights_kwargs(a))  # weights checked first
     from relam.demos import load_demos
     from relam.subgoals import subgoal_sequence
 
@@ -154,7 +156,6 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--demo {a.demo}: only {len(demos)} {a.kind} demos of {a.task} are stored; "
                          f"run relam.demos.make_demos({a.task!r}, n={a.demo + 1})")
     demo = demos[a.demo]
-    settings = KeypointSettings(num_points=a.num_points, tracker=a.tracker)
     seq, _ = subgoal_sequence(demo, settings)
     suffix = Path(a.out).suffix.lower()
     if suffix == ".gif":

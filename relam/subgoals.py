@@ -16,7 +16,6 @@ warning, and built again.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -357,17 +356,18 @@ def build_subgoal_dataset(task: str, settings: KeypointSettings | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m relam.subgoals",
-        description="Build (or load from the cache) the keypoint subgoal dataset of a task and "
-                    "print its summary.")
-    p.add_argument("task")
-    p.add_argument("--n-demos", type=int, default=None, help="use the first N stored demos")
-    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points)
-    p.add_argument("--tracker", default="sim", help="sim | lk | cotracker")
+    from relam.cli import add_weights_args, tool_parser, weights_kwargs
+
+    p = tool_parser(
+        "subgoals",
+        "Build (or load from the cache) the keypoint subgoal dataset of a task and print its summary.")
+    p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
+    p.add_argument("--n-demos", type=int, default=None, help="use the first N stored demos (default: all)")
+    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points, help="keypoints per demo")
+    add_weights_args(p, segmenter=True, tracker=True)
     p.add_argument("--rebuild", action="store_true", help="ignore an existing cached file")
     a = p.parse_args(argv)
-    s = KeypointSettings(num_points=a.num_points, tracker=a.tracker)
+    s = KeypointSettings(num_points=a.num_points, **weights_kwargs(a))
     ds = build_subgoal_dataset(a.task, s, n_demos=a.n_demos, rebuild=a.rebuild)
     print(json.dumps(ds.summary(), indent=2))
     print(subgoal_cache_path(a.task, s, a.n_demos))

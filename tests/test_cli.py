@@ -293,3 +293,111 @@ def test_read_only_cache_for_real(toy, tmp_path, capsys):
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(cache)], check=True)
     assert sorted(p for p in cache.rglob("*")) == before  # nothing was written
+
+
+# --- completeness: status filters, environment variables and defaults in the help, weights paths, prog
+def test_status_takes_the_run_filters(toy, capsys):
+    assert cli.main(["run", str(toy), "--methods", "S", "--seeds", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["status", str(toy), "--methods", "S", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "toycli [smoke]: 2 runs: 1 missing, 1 ok" in out and " F " not in out
+    assert cli.main(["status", str(toy), "--seeds", "1"]) == 0
+    assert "2 runs: 2 missing" in capsys.readouterr().out
+    assert cli.main(["status", str(toy), "--tasks", "drawer-open-v3", "--methods", "F", "--seeds", "0"]) == 0
+    assert "1 runs: 1 missing" in capsys.readouterr().out
+    # the same checks as `relam run`: a name not in the spec is one clean error (exit 2)
+    assert cli.main(["status", str(toy), "--tasks", "drawer-opne-v3"]) == 2
+    err = clean_error(capsys)
+    assert "--tasks: 'drawer-opne-v3' is not in spec toycli (did you mean 'drawer-open-v3'?)" in err
+    assert cli.main(["status", str(toy), "--seeds", "9"]) == 2
+    assert "its seeds at scale smoke: 0, 1" in clean_error(capsys)
+    assert cli.main(["status", str(toy), "--methods", "Z"]) == 2
+    assert "its methods (labels or names): S, F, synthetic" in clean_error(capsys)
+
+
+ENV_VARS = ("RELAM_CACHE", "RELAM_SCALE", "MUJOCO_GL", "RELAM_METHOD_MODULES", "RELAM_DINOV2_PATH",
+            "RELAM_COTRACKER_PATH", "RELAM_EVF_SAM_PATH")
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv + ["--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["status"], ["table"], ["plot"], ["demos"], ["demos", "make"],
+                                  ["subgoals"], ["overlay"], ["anticipation"], ["anticipation", "train"],
+                                  ["anticipation", "evaluate"]], ids=lambda a: " ".join(a) or "relam")
+def test_help_names_the_environment_variables(argv, capsys):
+    out = _help(argv, capsys)
+    for var in ENV_VARS:
+        assert var in out, (argv, var)
+    assert "%%" not in out and "%(" not in out
+
+
+def test_help_shows_the_defaults(monkeypatch, capsys):
+    monkeypatch.delenv("RELAM_SCALE", raising=False)
+    out = " ".join(_help(["run"], capsys).split())  # joined: the formatter wraps lines
+    assert "(default: local)" in out and "(default: 1)" in out and "or smoke (now: smoke)" in out
+    assert "(default: all of the spec)" in out
+    assert "(default: 2000)" in " ".join(_help(["table"], capsys).split())
+    out = " ".join(_help(["subgoals"], capsys).split())
+    assert "(default: 4)" in out and "(default: sim)" in out and "(default $RELAM_COTRACKER_PATH)" in out
+    out = " ".join(_help(["anticipation", "train"], capsys).split())
+    assert "(default: quick)" in out and "(default: 100)" in out and "(default $RELAM_DINOV2_PATH)" in out
+    assert "(default: expert)" in " ".join(_help(["demos", "make"], capsys).split())
+
+
+@pytest.mark.parametrize("tool", ["demos", "subgoals", "overlay", "anticipation"])
+def test_tool_prog_names(tool, capsys):
+    out = _help([tool], capsys)
+    assert out.startswith(f"usage: relam {tool} ") and "python -m" not in out
+    with pytest.raises(SystemExit) as e:
+        cli.main([tool, "--no-such-option"])
+    assert e.value.code == 2
+    err = clean_error(capsys)
+    assert err.startswith(f"relam {tool}: error:") and f"see 'relam {tool} --help'" in err
+
+
+def test_anticipation_subcommand_prog_name(capsys):
+    assert _help(["anticipation", "train"], capsys).startswith("usage: relam anticipation train ")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["subgoals", "drawer-open-v3", "--tracker", "cotracker", "--cotracker-path", "{tmp}/ck.pth"],
+     "CoTrackerTracker: checkpoint '{tmp}/ck.pth' does not exist"),
+    (["subgoals", "drawer-open-v3", "--segmenter", "evf-sam", "--evf-sam-path", "{tmp}/evf"],
+     "EvfSamSegmenter: weights_path '{tmp}/evf' does not exist"),
+    (["overlay", "drawer-open-v3", "--out", "{tmp}/o.png", "--tracker", "cotracker",
+      "--cotracker-path", "{tmp}/ck.pth"], "CoTrackerTracker: checkpoint '{tmp}/ck.pth' does not exist"),
+    (["anticipation", "train", "synth-push", "--synthetic", "--n-demos", "2", "--holdout", "1",
+      "--encoder", "dinov2", "--dinov2-path", "{tmp}/dino", "--out", "{tmp}/model"],
+     "DINOv2 weights not found at '{tmp}/dino'"),
+], ids=["subgoals-cotracker", "subgoals-evf-sam", "overlay-cotracker", "anticipation-dinov2"])
+def test_weights_path_reaches_the_backend(argv, named, tmp_path, monkeypatch, capsys):
+    """A missing weights path given on the command line ends in the backend's own error, naming
+    the path, before any work (no demo made, nothing written)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RELAM_CACHE", str(cache))
+    tmp = str(tmp_path / "w")
+    assert cli.main([a.replace("{tmp}", tmp) for a in argv]) == 2
+    err = clean_error(capsys, max_lines=1)
+    assert named.replace("{tmp}", tmp) in err
+    assert not (cache / "demos").exists() or not any((cache / "demos").iterdir())
+
+
+@pytest.mark.parametrize("var, argv, fix", [
+    ("RELAM_COTRACKER_PATH", ["subgoals", "drawer-open-v3", "--tracker", "cotracker"], "--cotracker-path FILE"),
+    ("RELAM_EVF_SAM_PATH", ["overlay", "drawer-open-v3", "--out", "x.png", "--segmenter", "evf-sam"],
+     "--evf-sam-path DIR"),
+])
+def test_weights_path_from_the_environment(var, argv, fix, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(var, raising=False)
+    assert cli.main(argv) == 2
+    assert fix in clean_error(capsys)
+    monkeypatch.setenv(var, str(tmp_path / "from-env"))
+    assert cli.main(argv) == 2
+    assert f"'{tmp_path / 'from-env'}' does not exist" in clean_error(capsys, max_lines=1)
