@@ -241,3 +241,18 @@ def test_batched_evaluation_plays_the_same_episodes_as_the_sequential_one():
     assert many.successes == one.successes
     np.testing.assert_allclose(many.returns, one.returns, rtol=1e-5)
     assert one.lengths == [3 + s % 5 for s in seeds]
+
+
+def test_a_damaged_checkpoint_is_quarantined_and_the_run_starts_over(tmp_path, caplog):
+    settings = PPOSettings(n_steps=20, batch_size=10, n_epochs=1, point_hidden=(8,), net_arch=(8,))
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=40, eval_every=20, eval_episodes=1, seed=0,
+              progress=False)
+    ckpt = tmp_path / "checkpoint.zip"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # cut short, as by a full disk or a kill mid-copy
+    with caplog.at_level("WARNING"):
+        res = train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=60, eval_every=20, eval_episodes=1,
+                        seed=0, progress=False)
+    assert res.metrics["env_steps"] == 60 and [s for s, _ in res.curve] == [0, 20, 40, 60]
+    moved = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
+    assert len(moved) == 2 and moved[0].startswith("checkpoint") and moved[1].startswith("state")
+    assert "checkpoint.zip is damaged" in caplog.text and "starts over" in caplog.text

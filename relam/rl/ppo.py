@@ -411,6 +411,30 @@ def _save_checkpoint(model: HierarchicalPPO, venv: VecEnv, out_dir: Path, curve:
     atomic_write_json(out_dir / "state.json", state)
 
 
+def _resume(out: Path, venv: VecEnv, settings: PPOSettings) -> tuple[dict | None, HierarchicalPPO | None]:
+    """The saved state and model of an interrupted run in ``out``, or (None, None) to start afresh.
+
+    A damaged checkpoint (cut short, not a zip, unreadable state) costs the run its progress, never
+    the sweep: both files are moved to ``out/quarantine/`` with a warning and training starts over.
+    """
+    from relam.cache import quarantine, read_json
+
+    ckpt, state_file = out / "checkpoint.zip", out / "state.json"
+    if not (ckpt.exists() and state_file.exists()):
+        return None, None
+    try:
+        state = read_json(state_file)
+        for key in ("num_timesteps", "curve", "train_rows", "eval_rows"):
+            state[key]  # noqa: B018 - a state without them cannot resume
+        model = HierarchicalPPO.load(ckpt, env=venv, device=resolve_device(settings.device))
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means the same: start over
+        problem = f"{type(e).__name__}: {e}"
+        for f in (ckpt, state_file):
+            quarantine(f, problem, then="the run starts over")
+        return None, None
+    return state, model
+
+
 def train_ppo(
     env_fn: Callable[[int], gym.Env],
     settings: PPOSettings,
@@ -437,7 +461,7 @@ def train_ppo(
 
     Returns a :class:`relam.methods.RunResult` (success, curve, metrics).
     """
-    from relam.cache import atomic_write_bytes, read_json
+    from relam.cache import atomic_write_bytes
     from relam.methods import RunResult
     from relam.rl.evaluation import SuccessEvalCallback, curve_to_csv, eval_seeds, plot_curve
 
@@ -450,9 +474,8 @@ def train_ppo(
     venv = make_vec_env(env_fn, seed, settings)
     # evaluation episodes are played on up to n_envs envs at once (batched predictions)
     eval_envs = [(eval_env_fn or env_fn)(seed + 1 + i) for i in range(min(settings.n_envs, int(eval_episodes)))]
-    state = read_json(out / "state.json") if (out / "state.json").exists() and (out / "checkpoint.zip").exists() else None
+    state, model = _resume(out, venv, settings)
     if state is not None:
-        model = HierarchicalPPO.load(out / "checkpoint.zip", env=venv, device=resolve_device(settings.device))
         if isinstance(venv, VecNormalize) and "ret_rms" in state:
             venv.ret_rms.mean = np.float64(state["ret_rms"]["mean"])
             venv.ret_rms.var = np.float64(state["ret_rms"]["var"])
