@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy")
     ap.add_argument("--arm-bodies", nargs="+", default=None, metavar="BODY",
                     help="override the bodies the arm prompt names (e.g. the gripper's: hand rightclaw leftclaw ...)")
+    ap.add_argument("--max-step", type=int, default=None,
+                    help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
     ap.add_argument("--post-success-steps", type=int, default=None,
                     help="override the task entry's post_success_steps (expert steps after its first success)")
     ap.add_argument("--no-segment-gae", action="store_true", help="plain GAE (ablation)")
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         task = dataclasses.replace(task, prompts=prompts)
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
     variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
-               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}" + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else ""))
+               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}" + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
+               + (f"-M{args.max_step}" if args.max_step else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
@@ -101,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
         planner = AnticipationPlanner(anticipation_model(args.task, 4, args.n_demos, "quick", progress=True))
     else:
-        planner = GroundTruthSubgoals()
+        from relam.keypoints import KeypointSettings
+
+        kp = KeypointSettings() if args.max_step is None else KeypointSettings(max_step=args.max_step)
+        planner = GroundTruthSubgoals(keypoint_settings=kp)
 
     def env_fn(seed: int):
         return make_relam_env(task, planner, seed=seed, settings=reward,

@@ -264,8 +264,12 @@ def subgoal_sequence(demo: Any, settings: KeypointSettings | None = None, *, seg
                      tracker: Any = None, spec: Any = None) -> tuple[SubgoalSequence, DemoKeypoints]:
     """Keypoints (Eq. 1) + keyframes (Eq. 2) of one demo -> its :class:`SubgoalSequence`."""
     settings = settings or KeypointSettings()
+    spec = _spec_for(demo, spec)
     kp = extract_keypoints(demo, settings, segmenter=segmenter, tracker=tracker, spec=spec)
-    steps = select_keyframes(kp.tracks, settings.min_step, settings.max_step,
+    # a task whose motions are arcs (a door's swing) sets a shorter window, so its keyframes cut the
+    # arc into chords that the linear-motion assumption of Eq. (2) fits (TaskSpec.keyframe_max_step)
+    max_step = getattr(spec, "keyframe_max_step", None) or settings.max_step
+    steps = select_keyframes(kp.tracks, settings.min_step, max(max_step, settings.min_step),
                              min_displacement=settings.min_displacement,
                              min_angle_deg=settings.min_angle_deg)
     frames = np.asarray(demo.frames)

@@ -63,6 +63,11 @@ class TaskSpec:
     #: it 3 steps early on drawer, 5-7 on door, 9-10 on button); running on puts the final subgoal
     #: past the success threshold, so reaching it means the task is done.
     post_success_steps: int = 0
+    #: the keyframe window M of Eq. (2) for this task (None: ``KeypointSettings.max_step``, 40). A
+    #: door swings along an arc: with M = 40 its demos give 2-4 keyframes whose segments move the
+    #: points 50-90 px, and points-only PPO reached 0.0-0.2 subgoals through 350k steps; with 15 the
+    #: arc is cut into 5-8 chords and the same loop reached 1.5 by 100k.
+    keyframe_max_step: int | None = None
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -87,13 +92,13 @@ class TaskSpec:
 
 
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
-_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0}
+_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 
 
 _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
-    "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int,
+    "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -119,6 +124,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         raise TaskError(f"{where}: field 'suite' must be one of {SUITES}, got {entry['suite']!r}")
     if entry["horizon"] <= 0 or entry["image_size"] < 16:
         raise TaskError(f"{where}: 'horizon' must be > 0 and 'image_size' >= 16")
+    if entry.get("keyframe_max_step", 5) < 5:
+        raise TaskError(f"{where}: field 'keyframe_max_step' must be >= 5 (the keyframe window's minimum), "
+                        f"got {entry['keyframe_max_step']!r}")
     if entry.get("post_success_steps", 0) < 0:
         raise TaskError(f"{where}: field 'post_success_steps' must be >= 0 (steps the expert runs on "
                         f"after its first success), got {entry['post_success_steps']!r}")
@@ -159,6 +167,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         offline_noise=float(entry.get("offline_noise", 0.0)),
         show_goal=bool(entry.get("show_goal", False)),
         post_success_steps=int(entry.get("post_success_steps", 0)),
+        keyframe_max_step=int(entry["keyframe_max_step"]) if "keyframe_max_step" in entry else None,
     )
 
 

@@ -30,6 +30,8 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"horizon": "long"}, "horizon"),
     ({"camera": {"pos": [0, 0]}}, "camera"),
     ({"object_prompt": "cup"}, "object_prompt"),
+    ({"post_success_steps": -1}, "post_success_steps"),
+    ({"keyframe_max_step": 2}, "keyframe_max_step"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
@@ -113,3 +115,22 @@ def test_metaworld_frame0_shows_this_episodes_object_placement():
         after, _ = env.body_poses()
         assert np.linalg.norm(after[drawer] - before[drawer]) < 0.005, (seed, before[drawer], after[drawer])
     env.close()
+
+
+def test_a_tasks_keyframe_window_shortens_its_segments():
+    """``keyframe_max_step`` (a door's arc cut into chords) overrides KeypointSettings.max_step, and
+    with the other late fields it stays out of the entry's dict (the cache key) while unset."""
+    import dataclasses
+
+    from relam.demos import rollout_expert
+    from relam.subgoals import subgoal_sequence
+
+    spec = get_task("drawer-open-v3")
+    assert "keyframe_max_step" not in spec.to_dict() and spec.to_dict()["post_success_steps"] == 8
+    env = make_env(spec)
+    demo = rollout_expert(env, 0)
+    env.close()
+    long_seq, _ = subgoal_sequence(demo, spec=spec)
+    short_seq, _ = subgoal_sequence(demo, spec=dataclasses.replace(spec, keyframe_max_step=10))
+    assert np.all(np.diff(np.concatenate([[0], short_seq.keyframe_steps])) <= 10)
+    assert short_seq.num_subgoals > long_seq.num_subgoals
