@@ -590,9 +590,7 @@ def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str |
 
     spec = ctx.task_spec()
     require_image_input(ctx, title)
-    n_envs = ctx.budget.n_envs
-    n = max(n_envs, int(n_steps) - int(n_steps) % n_envs)
-    ppo = ctx.ppo_settings(n_steps=n, batch_size=min(64, n))
+    ppo = ctx.ppo_settings(rollout=int(n_steps))
 
     def env_fn(seed: int) -> gym.Env:
         return model.wrap(make_env(spec, seed=seed))

@@ -168,16 +168,17 @@ class RunContext:
 
         return dataclasses.replace(get_task(self.task), horizon=self.horizon())
 
-    def ppo_settings(self, **overrides: Any) -> Any:
-        """The online PPO settings every method of a run shares (equal terms): appendix C's 2000
-        steps a rollout -- fewer when the budget is smaller (smoke) -- split between the budget's
-        ``n_envs`` environments, with the budget's exploration std and learning rate."""
+    def ppo_settings(self, rollout: int | None = None, **overrides: Any) -> Any:
+        """The online PPO settings every method of a run shares (equal terms): a rollout of
+        ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
+        rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
+        at most 64, the budget's exploration std and learning rate."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
-        n_steps = max(64, min(2000, b.train_steps))
-        n_steps -= n_steps % b.n_envs
-        kw: dict[str, Any] = dict(n_steps=max(n_steps, b.n_envs), n_envs=b.n_envs,
+        n = int(rollout) if rollout is not None else max(64, min(2000, b.train_steps))
+        n = max(b.n_envs, n - n % b.n_envs)
+        kw: dict[str, Any] = dict(n_steps=n, batch_size=min(64, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate)
         kw.update(overrides)
         return PPOSettings(**kw)

@@ -213,7 +213,6 @@ class GroundTruthSubgoals:
         ):
             raise ValueError("GroundTruthSubgoals(fast=True) needs the sim segmenter and tracker; pass fast=False")
         self._envs: dict[str, Any] = {}
-        self._specs: dict[str, Any] = {}  # task name -> the entry its expert ran (prompts included)
         self._memo: dict[tuple[str, int], np.ndarray] = {}
         self.cache_size = int(cache_size)
         self.expert_failures = 0
@@ -225,7 +224,6 @@ class GroundTruthSubgoals:
         name = str(getattr(task, "name", task))
         if name not in self._envs:
             self._envs[name] = make_env(task, render=not self.fast)
-            self._specs[name] = self._envs[name].task
         env = self._envs[name]
         demo = rollout_expert(_FirstFrameView(env) if self.fast else env, int(seed))
         if demo is None:  # ManiSkill's motion planner found no plan from this state
@@ -244,7 +242,7 @@ class GroundTruthSubgoals:
         from relam.subgoals import subgoal_sequence
 
         seq, _ = subgoal_sequence(demo, self.keypoint_settings or KeypointSettings(),
-                                  spec=self._specs.get(str(demo.task)))
+                                  spec=getattr(self._envs.get(str(demo.task)), "task", None))
         return np.asarray(seq.keypoints, dtype=np.float64)
 
     def plan(self, initial_frame: np.ndarray, task: str, *, env: Any = None, seed: int | None = None) -> np.ndarray:
