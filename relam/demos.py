@@ -146,17 +146,15 @@ def rollout_expert(env: TaskEnv, seed: int, noise: float = 0.0) -> Demo | None:
         from metaworld.policies import ENV_POLICY_MAP
 
         policy = ENV_POLICY_MAP[spec.env_id]()
-        after = None  # steps left once the task succeeded (TaskSpec.post_success_steps)
-        for _ in range(spec.horizon):
+        first_success = None  # the step of the first success; the expert runs post_success_steps more
+        for t in range(spec.horizon):
             action = np.clip(policy.get_action(env.state()), -1, 1)
             _, _, _, trunc, info = env.step(action)
             rec.record(action, info)
-            if info["success"] and after is None:
-                after = int(spec.post_success_steps)
-            if trunc or after == 0:
+            if info["success"] and first_success is None:
+                first_success = t
+            if trunc or (first_success is not None and t - first_success >= spec.post_success_steps):
                 break
-            if after is not None:
-                after -= 1
         return rec.demo(seed)
     from mani_skill.examples.motionplanning.panda import solutions
 
