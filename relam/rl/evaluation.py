@@ -236,6 +236,7 @@ class SuccessEvalCallback(BaseCallback):
 
     An evaluation is due when ``num_timesteps`` has passed the next multiple of ``eval_every``
     (with one env that is exact).  The caller decides about the start and end points.
+    ``eval_env`` is one env or a list of them (see :func:`evaluate_success`).
     """
 
     def __init__(

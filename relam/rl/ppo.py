@@ -503,8 +503,7 @@ def train_ppo(
         plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
         _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
 
-    cb = SuccessEvalCallback(eval_envs if len(eval_envs) > 1 else eval_envs[0], eval_seeds(eval_episodes),
-                             eval_every, on_eval)
+    cb = SuccessEvalCallback(eval_envs, eval_seeds(eval_episodes), eval_every, on_eval)
     cb.curve = list(curve)
     cb.next_eval = (done_steps // int(eval_every) + 1) * int(eval_every)
     if not curve:
