@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reach", choices=("every", "mean"), default=None,
                     help="subgoal reached when every keypoint / the mean distance is within theta_s")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
+                    help="linear: anneal the learning rate to 0 at --steps")
+    ap.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus coefficient")
     ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length over all envs (appendix C: 2000)")
     ap.add_argument("--n-envs", type=int, default=8, help="parallel environments (the rollout is split between them)")
     ap.add_argument("--log-std-init", type=float, default=-0.5, help="initial log std of the policy")
@@ -87,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         task = dataclasses.replace(task, prompts=prompts)
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
     variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
-               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}" + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
+               f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
+               + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:
         reward = dataclasses.replace(reward, reach=args.reach)
-    ppo = PPOSettings(learning_rate=args.lr, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
+    ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
     if args.subgoals == "generated":

@@ -94,6 +94,8 @@ class Budget(BaseModel):
     log_std_init: float = Field(default=0.0, strict=True,
                                 description="initial log std of the PPO policy (SB3's default 0)")
     learning_rate: float = Field(default=3e-4, gt=0, strict=True, description="PPO learning rate")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        default="constant", description="PPO learning rate over the run: constant, or linear to 0 at train_steps")
 
     @field_validator("eval_every")
     @classmethod
@@ -108,7 +110,8 @@ class Budget(BaseModel):
 
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
-                                                 "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4}
+                                                 "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
+                                                 "lr_schedule": "constant"}
 
     def key_dict(self) -> dict[str, Any]:
         """The budget as it enters run keys: late fields at their default are absent, so records
@@ -172,14 +175,15 @@ class RunContext:
         """The online PPO settings every method of a run shares (equal terms): a rollout of
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
-        at most 64, the budget's exploration std and learning rate."""
+        at most 64, the budget's exploration std and learning rate (and its schedule)."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
         n = int(rollout) if rollout is not None else max(64, min(2000, b.train_steps))
         n = max(b.n_envs, n - n % b.n_envs)
         kw: dict[str, Any] = dict(n_steps=n, batch_size=min(64, n), n_envs=b.n_envs,
-                                  log_std_init=b.log_std_init, learning_rate=b.learning_rate)
+                                  log_std_init=b.log_std_init, learning_rate=b.learning_rate,
+                                  lr_schedule=b.lr_schedule)
         kw.update(overrides)
         return PPOSettings(**kw)
 

@@ -256,3 +256,23 @@ def test_a_damaged_checkpoint_is_quarantined_and_the_run_starts_over(tmp_path, c
     moved = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
     assert len(moved) == 2 and moved[0].startswith("checkpoint") and moved[1].startswith("state")
     assert "checkpoint.zip is damaged" in caplog.text and "starts over" in caplog.text
+
+
+def test_linear_lr_schedule_anneals_to_zero_over_the_total_and_survives_a_resume(tmp_path):
+    settings = PPOSettings(n_steps=20, batch_size=10, n_epochs=1, point_hidden=(8,), net_arch=(8,),
+                           learning_rate=1e-3, lr_schedule="linear")
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=40, eval_every=20,
+              eval_episodes=1, seed=0, progress=False)
+    model = HierarchicalPPO.load(tmp_path / "checkpoint.zip")
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3) and model.lr_schedule(0.5) == pytest.approx(5e-4)
+    # SB3 sets the rate before each update from the steps done: 40 of 40 before the last one
+    assert model.policy.optimizer.param_groups[0]["lr"] == 0.0
+    # a resumed run keeps its schedule (read from the checkpoint) and the total it anneals over
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=60, eval_every=20,
+              eval_episodes=1, seed=0, progress=False)
+    assert HierarchicalPPO.load(tmp_path / "checkpoint.zip").lr_schedule(0.0) == 0.0
+    constant = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(n_steps=20, batch_size=10)),
+                        PPOSettings(n_steps=20, batch_size=10))
+    assert constant.lr_schedule(0.0) == constant.lr_schedule(1.0) == 3e-4
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PPOSettings(lr_schedule="cosine")
