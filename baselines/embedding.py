@@ -13,8 +13,8 @@ small interface (``embed(uint8 (B,H,W,3)) -> float32 (B,D)`` unit vectors):
   small; a temporal-distance objective (in the spirit of time-contrastive networks) puts the
   task-progress information into the whole embedding. Measured with :func:`approach_score` on 4
   held-out drawer-open-v3 demos (16 segments; embedding trained on 16 other demos, 400 steps;
-  ``python -m baselines.embedding drawer-open-v3 --train 16 --test 4 --steps 400 --generator
-  <IS model .pt>``): with the *true* next keyframe as
+  ``python benchmarks/bench_embedding.py drawer-open-v3 --train 16 --test 4 --steps 400
+  --generator <IS model .pt>``): with the *true* next keyframe as
   target, pixels rho 1.00, similarity 0.77 -> 1.00 over a segment; temporal rho 0.94,
   0.25 -> 1.00. With the *generated* subgoal as target (what IS uses): pixels rho 0.99,
   0.72 -> 0.90 (range 0.18); temporal rho 0.97, 0.16 -> 0.85 (range 0.69, ~4x wider).
@@ -29,7 +29,6 @@ policy images (64 px) and generated subgoals (32 px) can be compared directly.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -377,57 +376,3 @@ def approach_score(embedding: ImageEmbedding, videos: Sequence[np.ndarray],
         raise ValueError("approach_score: no segment of at least 2 steps in the given demos")
     return {"rho": float(np.mean(rhos)), "rises": float(np.mean(rises)),
             "s_start": float(np.mean(s0s)), "s_end": float(np.mean(s1s)), "segments": len(rhos)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m baselines.embedding",
-        description="Train the temporal embedding on a task's demos and compare its approach "
-                    "score (similarity rising towards the next keyframe, held-out demos) with "
-                    "raw pixels; with --generator also towards the generated subgoals.")
-    p.add_argument("task", nargs="?", default="drawer-open-v3")
-    p.add_argument("--train", type=int, default=16, help="training demos")
-    p.add_argument("--test", type=int, default=4, help="held-out demos (after the training ones)")
-    p.add_argument("--steps", type=int, default=600, help="training steps")
-    p.add_argument("--generator", default=None,
-                   help="a saved IS generator (.pt, python -m baselines.image_subgoal --save)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    a = p.parse_args(argv)
-    torch.set_num_threads(1)
-    import json
-
-    from relam.demos import load_demos
-    from relam.keypoints import KeypointSettings
-    from relam.subgoals import build_subgoal_dataset
-
-    demos = load_demos(a.task, n=a.train + a.test)
-    ds = build_subgoal_dataset(a.task, KeypointSettings(), n_demos=a.train + a.test,
-                               progress=not a.quiet)
-    test, seqs = demos[a.train:], ds.items[a.train:]
-    emb = TemporalEmbedding()
-    emb.fit([d.frames for d in demos[:a.train]], steps=a.steps, progress=not a.quiet)
-    planner = None
-    if a.generator:
-        from baselines.image_subgoal import ImageSubgoalPlanner, SubgoalImageModel
-
-        planner = ImageSubgoalPlanner(SubgoalImageModel.load(a.generator))
-    for e in (PixelEmbedding(), emb):
-        res: dict[str, Any] = {"true": approach_score(e, [d.frames for d in test],
-                                                      [s.keyframe_steps for s in seqs])}
-        if planner is not None:
-            from baselines.image_subgoal import calibrate_threshold
-
-            steps, targets = [], []
-            for d, q in zip(test, seqs):  # generated k <-> true keyframe k; last <-> final frame
-                g = planner.plan(d.frames[0], a.task, seed=d.seed)
-                m = min(len(g), len(q.keyframe_steps))
-                steps.append(np.array(list(q.keyframe_steps[:m - 1]) + [q.keyframe_steps[-1]]))
-                targets.append(np.stack(list(g[:m - 1]) + [g[-1]]))
-            res["generated"] = approach_score(e, [d.frames for d in test], steps, targets)
-            res["threshold_q25"] = calibrate_threshold(planner, e, test, 0.25)
-        print(e.name, json.dumps(res, default=lambda v: round(float(v), 3)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

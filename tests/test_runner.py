@@ -291,7 +291,6 @@ def test_offline_set_size_defaults_to_the_papers_100_plus_100_and_leaves_old_key
 def test_in_process_runs_may_draw_their_own_progress_bars(monkeypatch, tmp_path):
     """`relam run` with one worker hands its progress flag to the method (PPO / fitting bars);
     pool workers never get it (their bars would interleave)."""
-    import relam.experiments.runner as runner_mod
     from relam.experiments.backends import get_backend
 
     seen = []
@@ -300,10 +299,9 @@ def test_in_process_runs_may_draw_their_own_progress_bars(monkeypatch, tmp_path)
         seen.append(progress)
         return "ran", None
 
-    monkeypatch.setattr(runner_mod, "execute_run", fake_execute_run)
     runs = expand(load_spec(make_spec(tmp_path, seeds=(0,))), "smoke")[:1]
     for flag in (True, False):
-        be = get_backend("local", workers=1, progress=flag)
+        be = get_backend("local", fake_execute_run, workers=1, progress=flag)
         list(be.execute(runs, store_root=str(tmp_path), retry_failed=False, wait=True))
         be.close()
     assert seen == [True, False]

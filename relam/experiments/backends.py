@@ -1,8 +1,10 @@
 """Where runs execute: in this process, in a local process pool, or on Ray.
 
-Each backend only maps :func:`relam.experiments.runner.execute_run` over runs and yields the
-outcomes as they finish; the locking, skipping and recording live in ``execute_run``, so every
-backend gives the same records. No scheduler of our own: the pool is ``concurrent.futures`` and the
+Each backend only maps a *job* over runs and yields the outcomes as they finish. The runner hands
+its :func:`relam.experiments.runner.execute_run` in as the job (this module imports nothing of the
+runner's: imports go one way, harness runner -> backends); the locking, skipping and recording
+live in ``execute_run``, so every backend gives the same records. The job must be a module-level
+function (process pools and Ray pickle it by reference). No scheduler of our own: the pool is ``concurrent.futures`` and the
 cluster is Ray.
 
 - ``local`` with 1 worker runs in this process (no start-up cost; what tests and CI use).
@@ -27,14 +29,22 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait as wait_futures
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from relam.cache import cache_dir
 
-if TYPE_CHECKING:
-    from relam.experiments.runner import Run
+__all__ = ["Backend", "Job", "LocalBackend", "RayBackend", "get_backend"]
 
-__all__ = ["Backend", "LocalBackend", "RayBackend", "get_backend"]
+
+class _Run(Protocol):
+    """What a backend needs of a run: a plain dict to send to a worker."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+#: ``job(run_dict, store_root, retry_failed, wait, progress) -> (outcome, record)``, e.g.
+#: :func:`relam.experiments.runner.execute_run`
+Job = Callable[[dict[str, Any], str, bool, bool, bool], "tuple[str, dict[str, Any] | None]"]
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -64,17 +74,13 @@ def _pool_worker_init(parent: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent,), name="relam-parent-watch", daemon=True).start()
 
 
-def _execute(run_dict: dict[str, Any], store_root: str, retry_failed: bool, wait: bool, progress: bool = False):
-    from relam.experiments.runner import execute_run
-
-    return execute_run(run_dict, store_root=store_root, retry_failed=retry_failed, wait=wait, progress=progress)
-
-
 class Backend:
-    """Maps ``execute_run`` over runs; yields ``(run, outcome, record)`` as runs finish."""
+    """Maps its ``job`` over runs; yields ``(run, outcome, record)`` as runs finish."""
 
-    def execute(self, runs: list["Run"], *, store_root: str, retry_failed: bool,
-                wait: bool) -> Iterator[tuple["Run", str, dict[str, Any] | None]]:  # pragma: no cover
+    job: Job
+
+    def execute(self, runs: list[_Run], *, store_root: str, retry_failed: bool,
+                wait: bool) -> Iterator[tuple[_Run, str, dict[str, Any] | None]]:  # pragma: no cover
         raise NotImplementedError
 
     def close(self, abort: bool = False) -> None:
@@ -89,9 +95,10 @@ class LocalBackend(Backend):
     would interleave.
     """
 
-    def __init__(self, workers: int = 1, progress: bool = False):
+    def __init__(self, job: Job, workers: int = 1, progress: bool = False):
         if workers < 1:
             raise ValueError(f"--workers must be >= 1, got {workers}")
+        self.job = job
         self.workers = workers
         self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
@@ -105,11 +112,11 @@ class LocalBackend(Backend):
     def execute(self, runs, *, store_root, retry_failed, wait):
         if self.workers == 1:
             for run in runs:
-                outcome, rec = _execute(run.to_dict(), store_root, retry_failed, wait, self.progress)
+                outcome, rec = self.job(run.to_dict(), store_root, retry_failed, wait, self.progress)
                 yield run, outcome, rec
             return
         pool = self._get_pool()
-        futures = {pool.submit(_execute, r.to_dict(), store_root, retry_failed, wait): r for r in runs}
+        futures = {pool.submit(self.job, r.to_dict(), store_root, retry_failed, wait, False): r for r in runs}
         while futures:
             done, _ = wait_futures(list(futures), return_when=FIRST_COMPLETED)
             for fut in done:
@@ -148,8 +155,8 @@ def ray_temp_dir() -> str:
 
 
 class RayBackend(Backend):
-    def __init__(self, workers: int = 1, address: str | None = None):
-        import ray
+    def __init__(self, job: Job, workers: int = 1, address: str | None = None):
+        ray = import_ray()
 
         self._ray = ray
         self._started = False
@@ -165,11 +172,12 @@ class RayBackend(Backend):
                 ray.init(num_cpus=workers, _temp_dir=ray_temp_dir(), include_dashboard=False,
                          log_to_driver=False)
             self._started = True
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_execute)
+        self.job = job
+        self._remote = ray.remote(num_cpus=1, max_retries=0)(job)
 
     def execute(self, runs, *, store_root, retry_failed, wait):
         ray = self._ray
-        refs = {self._remote.remote(r.to_dict(), store_root, retry_failed, wait): r for r in runs}
+        refs = {self._remote.remote(r.to_dict(), store_root, retry_failed, wait, False): r for r in runs}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
@@ -183,12 +191,24 @@ class RayBackend(Backend):
             self._started = False
 
 
-def get_backend(name: str, workers: int = 1, address: str | None = None, progress: bool = False) -> Backend:
-    """``local`` or ``ray`` (``address`` only for ray); ``progress``: inner bars of in-process runs."""
+def import_ray():
+    """Ray, or an error naming the optional extra that installs it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ImportError("--backend ray needs Ray, an optional extra: pip install 'relam[ray]' "
+                          f"(or --backend local) [{e}]") from e
+    return ray
+
+
+def get_backend(name: str, job: Job, workers: int = 1, address: str | None = None,
+                progress: bool = False) -> Backend:
+    """``local`` or ``ray`` (``address`` only for ray) mapping ``job`` over runs; ``progress``:
+    inner bars of in-process runs."""
     if name == "local":
         if address:
             raise ValueError("--address is only for --backend ray")
-        return LocalBackend(workers, progress=progress)
+        return LocalBackend(job, workers, progress=progress)
     if name == "ray":
-        return RayBackend(workers, address)
+        return RayBackend(job, workers, address)
     raise ValueError(f"unknown backend {name!r}; expected 'local' or 'ray'")

@@ -27,6 +27,7 @@ from filelock import Timeout
 from tqdm import tqdm
 
 from relam.cache import settings_hash
+from relam.experiments.backends import get_backend
 from relam.experiments.spec import Spec
 from relam.experiments.store import RECORD_SCHEMA, ResultStore, git_commit, package_versions
 from relam.methods import (Budget, MethodNotImplementedError, RunContext, get_method, settings_model)
@@ -198,15 +199,13 @@ def run_spec(spec: Spec, scale: str, backend: str = "local", workers: int = 1, r
     Two passes: the first skips runs another process is busy with, the second waits for them (and
     finds their records), so concurrent sweeps share the work instead of queueing behind one run.
     """
-    from relam.experiments.backends import get_backend
-
     store = store or ResultStore()
     all_runs = list(runs) if runs is not None else expand(spec, scale)
     todo = [r for r in all_runs if needs_rerun(store.get(r.key), retry_failed)]
     summary = SweepSummary(runs=all_runs, records={r.key: store.get(r.key) for r in all_runs})
     summary.counts["skipped"] = len(all_runs) - len(todo)
     if todo:
-        be = get_backend(backend, workers=workers, address=address, progress=progress)
+        be = get_backend(backend, execute_run, workers=workers, address=address, progress=progress)
         bar = tqdm(total=len(todo), desc=f"{spec.name} [{scale}]", unit="run", disable=not progress)
         aborted = True  # until the loop ends normally: an interrupt or error stops the workers now
         try:
