@@ -4,6 +4,11 @@
     relam status SPEC [--scale S] [--tasks ...] [--methods ...] [--seeds ...]
     relam table SPEC [--scale S] [--out DIR]
     relam plot SPEC [--scale S] [--out DIR]
+    relam report SPEC [--scale S] [--out DIR]
+    relam export OUT.tar.gz [SPEC --scale S]
+    relam import IN.tar.gz
+
+``python -m relam`` is the same command.
 
 SPEC is a path or a name in experiments/ (``table4``). The scale defaults to ``$RELAM_SCALE`` or
 ``smoke``. Other modules add subcommands with :func:`add_subcommand` (a ``setup(parser)`` that adds
@@ -81,6 +86,9 @@ ENVIRONMENT_HELP = """environment variables:
                         reports (default <repo>/.cache/relam)
   RELAM_SCALE           default --scale: smoke, quick or paper (default smoke)
   RELAM_METHOD_MODULES  comma-separated modules imported to register more methods
+  RELAM_TENSORBOARD     1: every PPO / IQL run writes a TensorBoard log in its work folder
+                        (what `relam run --tensorboard` sets; needs the tensorboard extra)
+  RELAM_ALLOW_GYM       1: do not hide the unmaintained 'gym' package (see relam.oldgym)
   MUJOCO_GL             MuJoCo's renderer: egl (GPU/headless), osmesa (CPU) or glfw (a display)
   RELAM_DINOV2_PATH     DINOv2 weights folder (config.json + model.safetensors), read when no
                         --dinov2-path is given
@@ -232,6 +240,9 @@ def setup_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="address of an existing Ray cluster (--backend ray)")
     p.add_argument("--retry-failed", action="store_true", help="run failed runs again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="TensorBoard logs of every PPO / IQL run, in <cache>/results/work/<key>/.../tensorboard "
+                        "(sets RELAM_TENSORBOARD=1; needs the tensorboard extra)")
     _filter_args(p)
 
 
@@ -274,6 +285,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     runs = _select(spec, args, expand(spec, args.scale))
     _check_cache_writable()
+    _check_tensorboard(args)
     try:
         with _sigterm_interrupts():
             summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
@@ -321,6 +333,26 @@ def _check_report_dir(spec, args: argparse.Namespace) -> None:
         where = "--out" if args.out is not None else "the cache's reports folder"
         raise UsageError(f"{where} {out} is not writable ({bad} is read-only)",
                          fix="pass --out DIR with a folder you can write to")
+
+
+def _check_tensorboard(args: argparse.Namespace) -> None:
+    """``--tensorboard`` (or ``RELAM_TENSORBOARD=1``) needs the tensorboard extra: say so before any
+    work, not in every run's failure record. The flag reaches pool and Ray workers through the
+    environment."""
+    from relam.tblog import ENV_VAR, EXTRA, TensorBoardMissing, require_tensorboard, tensorboard_requested
+
+    if args.tensorboard:
+        os.environ[ENV_VAR] = "1"
+    try:
+        wanted = tensorboard_requested()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if wanted:
+        try:
+            require_tensorboard("relam run --tensorboard" if args.tensorboard else f"{ENV_VAR}=1")
+        except TensorBoardMissing as e:
+            raise UsageError(str(e), fix=f"or run without --tensorboard (and with {ENV_VAR} unset); "
+                                         f"the extra is named '{EXTRA}' in pyproject.toml") from None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -446,10 +478,76 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report / export / import ---------------------------------------------------------------
+def setup_report(p: argparse.ArgumentParser) -> None:
+    setup_table(p)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML page: table beside the paper, curves, claims, provenance."""
+    from relam.experiments import load_spec
+    from relam.experiments.report_page import render_page
+
+    spec = load_spec(args.spec)
+    _check_report_dir(spec, args)
+    page = render_page(spec, args.scale, out_dir=args.out, reps=args.reps)
+    verdicts = ", ".join(f"{sum(c.verdict == v for c in page.claims)} {v}"
+                         for v in ("pass", "fail", "not checked", "incomplete")
+                         if any(c.verdict == v for c in page.claims))
+    print(f"{spec.name} [{args.scale}]: {page.n_records} records; claims: {verdicts or 'none'}")
+    print(f"written: {page.path}")
+    return 0
+
+
+def setup_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", metavar="OUT.tar.gz", help="the archive to write")
+    p.add_argument("spec", nargs="?", default=None,
+                   help="export only the runs of this spec at --scale (default: every finished record)")
+    _scale_arg(p)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the store's finished run records (no checkpoints) to a .tar.gz for `relam import`."""
+    from relam.experiments import ResultStore, expand, load_spec
+    from relam.experiments.archive import export_records
+
+    keys = None
+    if args.spec is not None:
+        keys = [r.key for r in expand(load_spec(args.spec), args.scale)]
+    if not str(args.out).endswith((".tar.gz", ".tgz")):
+        raise UsageError(f"{args.out}: the archive is a gzipped tarball", fix="name it OUT.tar.gz")
+    exported = export_records(args.out, keys=keys)
+    what = f"of {args.spec} [{args.scale}] " if args.spec else ""
+    print(f"exported {len(exported)} finished records {what}from {ResultStore().root} to {args.out}")
+    return 0
+
+
+def setup_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", metavar="IN.tar.gz", help="an archive written by `relam export`")
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Add the records of a `relam export` archive to the store (all or nothing; present ones kept)."""
+    from relam.experiments import ResultStore
+    from relam.experiments.archive import ArchiveError, import_records
+
+    _check_cache_writable()
+    try:
+        summary = import_records(args.archive)
+    except ArchiveError as e:
+        raise UsageError(f"refused: {e}; nothing was imported",
+                         fix="export it again with `relam export OUT.tar.gz` and copy it whole") from None
+    print(f"{summary.line()}; store: {ResultStore().root}")
+    return 0
+
+
 add_subcommand("run", setup_run, cmd_run)
 add_subcommand("status", setup_status, cmd_status)
 add_subcommand("table", setup_table, cmd_table)
 add_subcommand("plot", setup_plot, cmd_plot)
+add_subcommand("report", setup_report, cmd_report)
+add_subcommand("export", setup_export, cmd_export)
+add_subcommand("import", setup_import, cmd_import)
 
 
 #: ``relam NAME ...`` handed whole to a module's own ``main(argv)`` (its own --help and options)

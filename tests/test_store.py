@@ -9,6 +9,7 @@ import yaml
 
 from relam import cli
 from relam.experiments import ResultStore, expand, load_spec
+from relam.experiments.store import machine_info
 
 GOOD = {"key": "k1", "status": "ok", "success": 1.0}
 
@@ -40,7 +41,7 @@ def test_corrupt_record_is_quarantined(store, caplog, text, problem):
 
 def test_good_and_missing_records_are_left_alone(store, caplog):
     with caplog.at_level(logging.WARNING):
-        assert store.get("k1") == GOOD
+        assert store.get("k1") == {**GOOD, "machine": machine_info()}
         assert store.get("nope") is None
     assert store.quarantined() == [] and caplog.text == ""
 

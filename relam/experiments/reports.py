@@ -22,8 +22,8 @@ from relam.experiments.runner import spec_status
 from relam.experiments.spec import Spec
 from relam.experiments.store import ResultStore
 
-__all__ = ["TableReport", "collect", "curve_data", "iqm_intervals", "render_curves", "render_table",
-           "report_dir", "table_frame"]
+__all__ = ["ClaimVerdict", "TableReport", "collect", "curve_data", "evaluate_claims", "iqm_intervals",
+           "render_curves", "render_table", "report_dir", "table_frame", "table_rows"]
 
 SUITE_TITLES = {"metaworld": "Meta-World Environments", "maniskill": "ManiSkill Environments"}
 MISSING = "—"
@@ -92,11 +92,19 @@ def iqm_intervals(spec: Spec, df: pd.DataFrame, reps: int = 2000, seed: int = 0)
                    "complete": all(len(c) == n for c in cols), "iqm": np.nan, "lo": np.nan, "hi": np.nan}
             if n > 0:
                 mat = np.stack([c[:n] for c in cols], axis=1)  # (runs, tasks)
-                with warnings.catch_warnings():  # arch's notice about RandomState; seeded on purpose
-                    warnings.simplefilter("ignore", FutureWarning)
-                    point, interval = rly.get_interval_estimates(
-                        {label: mat}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
-                        random_state=np.random.RandomState(seed))
+                # rliable 1.2's StratifiedBootstrap draws its resamples from numpy's *global* RNG
+                # (update_indices calls np.random.choice), not from random_state: seed that too, and
+                # put it back, so that the same records always give the same interval
+                saved = np.random.get_state()
+                np.random.seed(seed)
+                try:
+                    with warnings.catch_warnings():  # arch's notice about RandomState; seeded on purpose
+                        warnings.simplefilter("ignore", FutureWarning)
+                        point, interval = rly.get_interval_estimates(
+                            {label: mat}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps,
+                            random_state=np.random.RandomState(seed))
+                finally:
+                    np.random.set_state(saved)
                 row.update(iqm=float(point[label][0]), lo=float(interval[label][0, 0]),
                            hi=float(interval[label][1, 0]))
             rows.append(row)
@@ -141,6 +149,25 @@ def _tex_escape(s: str) -> str:
     return s
 
 
+IQM_ROW = "IQM [95% CI]"
+
+
+def table_rows(spec: Spec, cells: pd.DataFrame, iqm: pd.DataFrame) -> list[tuple[str, str, list[str]]]:
+    """The table's body, one ``(kind, first column, cell texts)`` per row, for every output format:
+    kind ``suite`` (a heading; no cells), ``task`` (a task's cells, paper values beside) or ``iqm``
+    (the suite's IQM row), in the order of the spec's tasks."""
+    labels = spec.labels()
+    rows: list[tuple[str, str, list[str]]] = []
+    for suite in dict.fromkeys(spec.suite_of(t) for t in spec.tasks):
+        rows.append(("suite", SUITE_TITLES.get(suite, suite), []))
+        for task in [t for t in spec.tasks if spec.suite_of(t) == suite]:
+            row = cells[cells.task == task].set_index("label")
+            rows.append(("task", spec.task_label(task), [_cell_text(row.loc[lab]) for lab in labels]))
+        irow = iqm[iqm.suite == suite].set_index("label")
+        rows.append(("iqm", IQM_ROW, [_iqm_text(irow.loc[lab]) for lab in labels]))
+    return rows
+
+
 @dataclass
 class TableReport:
     """A rendered table: the texts and where they were written."""
@@ -170,21 +197,17 @@ def render_table(spec: Spec, scale: str, store: ResultStore | None = None, out_d
     md.append("|---|" + "---|" * len(labels))
     tex = [r"\begin{tabular}{l" + "c" * len(labels) + "}", r"\toprule",
            "Task & " + " & ".join(_tex_escape(lab) for lab in labels) + r" \\", r"\midrule"]
-    for suite in dict.fromkeys(spec.suite_of(t) for t in spec.tasks):
-        title = SUITE_TITLES.get(suite, suite)
-        md.append(f"| **{title}** |" + " |" * len(labels))
-        tex.append(rf"\multicolumn{{{len(labels) + 1}}}{{l}}{{\textit{{{_tex_escape(title)}}}}} \\")
-        for task in [t for t in spec.tasks if spec.suite_of(t) == suite]:
-            row = cells[cells.task == task].set_index("label")
-            texts = [_cell_text(row.loc[lab]) for lab in labels]
-            md.append(f"| {_md_escape(spec.task_label(task))} | " + " | ".join(map(_md_escape, texts)) + " |")
-            tex.append(_tex_escape(spec.task_label(task)) + " & " +
-                       " & ".join(_tex_escape(_cell_text(row.loc[lab])) for lab in labels) + r" \\")
-        irow = iqm[iqm.suite == suite].set_index("label")
-        itexts = [_iqm_text(irow.loc[lab]) for lab in labels]
-        md.append(f"| *IQM [95% CI]* | " + " | ".join(itexts) + " |")
-        tex.append(r"\textit{IQM [95\% CI]} & " + " & ".join(_tex_escape(t) for t in itexts) + r" \\")
-        tex.append(r"\midrule")
+    for kind, first, texts in table_rows(spec, cells, iqm):
+        if kind == "suite":
+            md.append(f"| **{first}** |" + " |" * len(labels))
+            tex.append(rf"\multicolumn{{{len(labels) + 1}}}{{l}}{{\textit{{{_tex_escape(first)}}}}} \\")
+        elif kind == "task":
+            md.append(f"| {_md_escape(first)} | " + " | ".join(map(_md_escape, texts)) + " |")
+            tex.append(_tex_escape(first) + " & " + " & ".join(map(_tex_escape, texts)) + r" \\")
+        else:
+            md.append(f"| *{first}* | " + " | ".join(texts) + " |")
+            tex.append(rf"\textit{{{_tex_escape(first)}}} & " + " & ".join(map(_tex_escape, texts)) + r" \\")
+            tex.append(r"\midrule")
     tex[-1] = r"\bottomrule"
     tex.append(r"\end{tabular}")
     if spec.paper_notes:
@@ -277,3 +300,77 @@ def render_curves(spec: Spec, scale: str, store: ResultStore | None = None,
     path = out / "curves.png"
     atomic_write_bytes(path, buf.getvalue())
     return path
+
+
+@dataclass
+class ClaimVerdict:
+    """One claim of a spec judged on the stored records at a scale.
+
+    ``verdict``: ``pass`` / ``fail`` (every run of its cells finished, the scale has a margin or
+    tolerance); ``not checked`` (the scale sets none: smoke only checks that runs finish; ``detail``
+    still gives the numbers and what a margin of 0 would say); ``incomplete`` (some of its runs are
+    missing or failed; ``detail`` names the cells)."""
+
+    id: str
+    text: str
+    verdict: str
+    detail: str
+
+
+def _judge(checks: list[tuple[str, str, str, str]], means: dict[tuple[str, str], float],
+           slack: float) -> list[str]:
+    """Problems of ``checks`` (task, relation, a, b) -- ``geq``: a >= b - slack; ``close``:
+    |a - b| <= slack; ``paper``: |a - b| <= slack with b a number -- at these cell means."""
+    out = []
+    for task, rel, a, b in checks:
+        ma = means[(task, a)]
+        mb = float(b) if rel == "paper" else means[(task, b)]
+        if rel == "geq" and ma < mb - slack:
+            out.append(f"{task}: {a} {ma:.1f} < {b} {mb:.1f} - {slack:g}")
+        elif rel in ("close", "paper") and abs(ma - mb) > slack:
+            other = f"paper {mb:.1f}" if rel == "paper" else f"{b} {mb:.1f}"
+            out.append(f"{task}: |{a} {ma:.1f} - {other}| > {slack:g}")
+    return out
+
+
+def _claim_checks(spec: Spec, claim) -> list[tuple[str, str, str, str]]:
+    """A claim as (task, relation, label a, label b) comparisons (see :func:`_judge`)."""
+    from relam.experiments.spec import BestClaim, CloseClaim, OrderingClaim
+
+    out = []
+    for t in claim.tasks or spec.tasks:
+        if isinstance(claim, OrderingClaim):
+            out += [(t, "geq", claim.better, o) for o in claim.than]
+        elif isinstance(claim, BestClaim):
+            out += [(t, "geq", claim.best, o) for o in (claim.among or spec.labels()) if o != claim.best]
+        elif isinstance(claim, CloseClaim):
+            out.append((t, "close", *claim.labels))
+    return out
+
+
+def evaluate_claims(spec: Spec, scale: str, cells: pd.DataFrame) -> list[ClaimVerdict]:
+    """The spec's claims, then one per paper number (within the spec's tolerance), each judged on
+    the cells of :func:`table_frame` -- as the reproduction tests judge them."""
+    by_cell = cells.set_index(["task", "label"])
+    todo = [(c.id, c.text, _claim_checks(spec, c), c.margin.at(scale)) for c in spec.claims]
+    todo += [(c.id, c.text, [(c.task, "paper", c.label, str(c.paper))], spec.tolerance.at(scale))
+             for c in spec.cell_claims()]
+    out = []
+    for cid, text, checks, slack in todo:
+        involved = list(dict.fromkeys((t, lab) for t, rel, a, b in checks
+                                      for lab in ((a,) if rel == "paper" else (a, b))))
+        short = [f"{t}/{lab} ({int(by_cell.loc[(t, lab)].n_ok)}/{int(by_cell.loc[(t, lab)].n_expected)} runs)"
+                 for t, lab in involved if by_cell.loc[(t, lab)].n_ok < by_cell.loc[(t, lab)].n_expected]
+        if short:
+            out.append(ClaimVerdict(cid, text, "incomplete", "runs missing or failed: " + ", ".join(short)))
+            continue
+        means = {k: float(by_cell.loc[k]["mean"]) for k in involved}
+        problems = _judge(checks, means, 0.0 if slack is None else slack)
+        if slack is None:
+            detail = (f"scale {scale} sets no margin; with a margin of 0 it would "
+                      + ("fail: " + "; ".join(problems) if problems else "hold"))
+            out.append(ClaimVerdict(cid, text, "not checked", detail))
+        else:
+            out.append(ClaimVerdict(cid, text, "fail" if problems else "pass",
+                                    "; ".join(problems) if problems else f"holds within {slack:g} points"))
+    return out

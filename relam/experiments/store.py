@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -28,7 +29,7 @@ from filelock import FileLock, Timeout
 
 from relam.cache import REPO_ROOT, atomic_write_json, cache_dir, read_json
 
-__all__ = ["RECORD_SCHEMA", "ResultStore", "git_commit", "package_versions"]
+__all__ = ["RECORD_SCHEMA", "ResultStore", "git_commit", "machine_info", "package_versions"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,35 @@ def git_commit() -> str | None:
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _first_line_with(path: str, prefix: str) -> str | None:
+    try:
+        with open(path) as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(prefix)), None)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def machine_info() -> dict[str, Any]:
+    """The machine of this process, for provenance: OS, CPU model and count, memory, and the GPU
+    when torch (already imported, never imported here) sees one. Read once, from /proc on Linux."""
+    out: dict[str, Any] = {"platform": platform.platform(), "arch": platform.machine(),
+                           "cpus": os.cpu_count()}
+    model = _first_line_with("/proc/cpuinfo", "model name")
+    if model:
+        out["cpu"] = model
+    mem = _first_line_with("/proc/meminfo", "MemTotal")
+    if mem and mem.split()[0].isdigit():
+        out["memory_gib"] = round(int(mem.split()[0]) / 2**20, 1)
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 -- provenance must never fail a run
+        pass
+    return out
 
 
 class ResultStore:
@@ -156,8 +186,12 @@ class ResultStore:
         return None
 
     def put(self, record: dict[str, Any]) -> Path:
+        """Write a record atomically; one without ``machine`` gets :func:`machine_info` (the record
+        was made in this process). Imported records are written as they are (not through here)."""
         if "key" not in record:
             raise ValueError("a run record needs its 'key'")
+        if "machine" not in record:
+            record = {**record, "machine": machine_info()}
         return atomic_write_json(self.record_path(record["key"]), record)
 
     def keys(self) -> list[str]:

@@ -379,7 +379,7 @@ def _success_of(res: Any) -> tuple[float, dict[str, float]]:
 
 def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str | Path | None = None,
               eval_fn: Callable[[IQLPolicy], Any] | None = None, eval_every_epochs: int = 1,
-              progress: bool = True) -> IQLResult:
+              progress: bool = True, tensorboard: bool | str | Path | None = None) -> IQLResult:
     """Train IQL on an :class:`relam.offline.OfflineDataset`; resumable from ``out_dir``.
 
     After every ``eval_every_epochs`` epochs (and always after the last) ``eval_fn(policy)`` is
@@ -390,8 +390,13 @@ def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str 
     settings and dataset continues from it, bit for bit as if never stopped; ``epochs`` may be
     raised to extend a finished run), ``log.csv`` (one row per epoch), ``curve.png`` and
     ``result.json``. With ``out_dir=None`` nothing is written.
+
+    ``tensorboard``: True (``out_dir/tensorboard``) or a folder gives a TensorBoard log of every
+    epoch's row through SB3's logger; None follows ``$RELAM_TENSORBOARD`` (:mod:`relam.tblog`).
     """
     from tqdm.auto import tqdm
+
+    from relam.tblog import log_scalars, tensorboard_logger
 
     s = settings
     if eval_every_epochs < 1:
@@ -438,6 +443,7 @@ def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str 
         rng.bit_generator.state = st["np_rng"]
         epoch0, curve, log = int(st["epoch"]), [tuple(c) for c in st["curve"]], list(st["log"])
     policy = IQLPolicy(agent)
+    tb = tensorboard_logger(tensorboard, out, "train_iql")
 
     total = s.epochs * s.steps_per_epoch
     bar = tqdm(total=total, initial=epoch0 * s.steps_per_epoch, desc="IQL", disable=not progress, unit="step")
@@ -465,6 +471,8 @@ def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str 
             bar.set_postfix(success=f"{rate:.2f}", q=f"{row['q_mean']:.2f}")
         row["seconds"] = time.time() - t0
         log.append(row)
+        if tb is not None:
+            log_scalars(tb, "iql", row, step)
         if out is not None:
             _save_checkpoint(ckpt, agent, {"settings": s.to_dict(), "fingerprint": fingerprint, "epoch": epoch + 1,
                                            "curve": curve, "log": log, "np_rng": rng.bit_generator.state})
@@ -476,6 +484,8 @@ def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str 
             atomic_write_bytes(out / "log.csv", buf.getvalue().encode())
             _plot(log, curve, out / "curve.png", f"IQL {dataset.meta.get('task', '')} {dataset.meta.get('labeller', '')}")
     bar.close()
+    if tb is not None:
+        tb.close()
     agent.eval()
     final = curve[-1][1] if curve else None
     result = IQLResult(final, curve, log, policy, out if out is not None else Path("."), s.epochs * s.steps_per_epoch,

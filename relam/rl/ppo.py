@@ -466,6 +466,7 @@ def train_ppo(
     progress: bool = True,
     title: str = "",
     callbacks: list[BaseCallback] | None = None,
+    tensorboard: bool | str | Path | None = None,
 ):
     """Train :class:`HierarchicalPPO` on ``env_fn(seed)`` and evaluate on fixed seeded episodes.
 
@@ -478,16 +479,22 @@ def train_ppo(
     ``callbacks`` are extra SB3 callbacks passed to ``learn`` (after the subgoal-end recorder and
     before the logger and the evaluator), e.g. a baseline's reward relabelling at rollout end.
 
+    ``tensorboard``: True (``out_dir/tensorboard``) or a folder gives a TensorBoard log through SB3's
+    logger (rollout/train/time values and ``eval/``); None follows ``$RELAM_TENSORBOARD``
+    (:mod:`relam.tblog`; needs the ``tensorboard`` extra).
+
     Returns a :class:`relam.methods.RunResult` (success, curve, metrics).
     """
     from relam.cache import atomic_write_bytes
     from relam.methods import RunResult
     from relam.rl.evaluation import SuccessEvalCallback, curve_to_csv, eval_seeds, plot_curve
+    from relam.tblog import log_scalars, tensorboard_logger
 
     if int(total_steps) < 1 or int(eval_every) < 1 or int(eval_episodes) < 1:
         raise ValueError("train_ppo: total_steps, eval_every and eval_episodes must be >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tb = tensorboard_logger(tensorboard, out, "train_ppo")
     th.set_num_threads(int(settings.torch_threads))
     t0 = time.time()
     venv = make_vec_env(env_fn, seed, settings)
@@ -504,6 +511,8 @@ def train_ppo(
     else:
         model = make_ppo(venv, settings, seed)
         curve, rows, eval_rows = [], [], []
+    if tb is not None:
+        model.set_logger(tb)
     done_steps = int(model.num_timesteps)
     t_prev = float(eval_rows[-1]["wall_s"]) if eval_rows else 0.0  # wall time before a resume
 
@@ -514,6 +523,8 @@ def train_ppo(
         eval_rows.append({"step": step, "success_rate": res.success_rate, "mean_stage": res.mean_stage,
                           "mean_return": float(np.mean(res.returns)),
                           "wall_s": round(t_prev + time.time() - t0, 2)})
+        if tb is not None:
+            log_scalars(tb, "eval", eval_rows[-1], step)
         write_outputs()
 
     def write_outputs() -> None:
@@ -539,6 +550,8 @@ def train_ppo(
     venv.close()
     for e in eval_envs:
         e.close()
+    if tb is not None:
+        tb.close()
     last = eval_rows[-1] if eval_rows else {}
     return RunResult(
         success=float(cb.curve[-1][1]),
