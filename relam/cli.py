@@ -502,12 +502,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def setup_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT.tar.gz", help="the archive to write")
     p.add_argument("spec", nargs="?", default=None,
-                   help="export only the runs of this spec at --scale (default: every finished record)")
+                   help="export only the runs of this spec at --scale (default: every record)")
     _scale_arg(p)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write the store's finished run records (no checkpoints) to a .tar.gz for `relam import`."""
+    """Write the store's run records (no checkpoints) to a .tar.gz for `relam import`."""
     from relam.experiments import ResultStore, expand, load_spec
     from relam.experiments.archive import export_records
 
@@ -518,7 +518,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.out}: the archive is a gzipped tarball", fix="name it OUT.tar.gz")
     exported = export_records(args.out, keys=keys)
     what = f"of {args.spec} [{args.scale}] " if args.spec else ""
-    print(f"exported {len(exported)} finished records {what}from {ResultStore().root} to {args.out}")
+    print(f"exported {len(exported)} records {what}from {ResultStore().root} to {args.out}")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Results that outlive a machine: export finished run records to a tarball, import them elsewhere.
+"""Results that outlive a machine: export the run records to a tarball, import them elsewhere.
 
-An archive (``relam export OUT.tar.gz``) holds the records of the store whose run finished (status
-``ok``) -- never the checkpoints or scratch files under ``results/work/`` -- as::
+An archive (``relam export OUT.tar.gz``) holds the run records of the store -- finished runs and
+failed ones, so that a table made from it says what the source's table says; never the checkpoints
+or scratch files under ``results/work/`` -- as::
 
     relam-records/manifest.json          format, when and where it was made, sha256 of each record
     relam-records/runs/<key>.json        one record each, byte for byte as in the store
@@ -11,9 +12,9 @@ one of those files (no links, no other paths), the manifest must list exactly th
 each with its sha256, and each record must be a run record whose ``key`` is its file name. Any
 problem refuses the archive with one message naming it, and the store is left as it was. Records
 are then written with the store's atomic writes, each under its run's lock; a record already
-present with status ``ok`` is kept (skipped), and a failed local record is replaced by a finished
-one. Should a write fail midway, the records written by this import are removed again, so an
-import adds all of its new records or none.
+present is kept (skipped), except that a finished (``ok``) record replaces a local failed one.
+Should a write fail midway, the records written by this import are removed again (and replaced
+ones put back), so an import adds all of its new records or none.
 """
 from __future__ import annotations
 
@@ -54,16 +55,15 @@ def _sha256(data: bytes) -> str:
 
 def export_records(out: str | os.PathLike, store: ResultStore | None = None,
                    keys: Iterable[str] | None = None) -> list[str]:
-    """Write the finished (status ``ok``) records of ``store`` -- only those of ``keys`` when
-    given -- to the tarball ``out``, atomically. Returns the exported keys."""
+    """Write the readable records of ``store`` -- only those of ``keys`` when given -- to the
+    tarball ``out``, atomically. Returns the exported keys."""
     store = store or ResultStore()
     wanted = None if keys is None else set(keys)
     files: dict[str, bytes] = {}
     for key in store.keys():
         if wanted is not None and key not in wanted:
             continue
-        rec = store.get(key)  # an unreadable record is quarantined (and warned about) here
-        if rec is None or rec.get("status") != "ok":
+        if store.get(key) is None:  # an unreadable record is quarantined (and warned about) here
             continue
         files[key] = store.record_path(key).read_bytes()
     manifest = {"format": ARCHIVE_FORMAT, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -138,9 +138,6 @@ def _check(path: Path, members: dict[str, bytes]) -> tuple[dict[str, Any], dict[
             raise ArchiveError(f"{path}: record {key} is not valid JSON ({e})") from e
         if not isinstance(rec, dict) or rec.get("key") != key or "status" not in rec:
             raise ArchiveError(f"{path}: record {key} is not a run record with key {key!r}")
-        if rec["status"] != "ok":
-            raise ArchiveError(f"{path}: record {key} is not a finished run (status {rec['status']!r}); "
-                               "archives carry finished runs only")
         if rec.get("schema") != RECORD_SCHEMA:
             raise ArchiveError(f"{path}: record {key} has record schema {rec.get('schema')!r}; this relam "
                                f"reads schema {RECORD_SCHEMA}")
@@ -152,8 +149,8 @@ class ImportSummary:
     """What an import did, by key."""
 
     imported: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)  # a failed local record replaced
-    skipped: list[str] = field(default_factory=list)   # a finished record was already there
+    replaced: list[str] = field(default_factory=list)  # a failed local record replaced by a finished one
+    skipped: list[str] = field(default_factory=list)   # a record was already there
     busy: list[str] = field(default_factory=list)      # being run here right now: left to that run
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -180,7 +177,8 @@ def import_records(path: str | os.PathLike, store: ResultStore | None = None) ->
                 continue
             try:
                 local = store.get(key, locked=True)
-                if local is not None and local.get("status") == "ok":
+                if local is not None and (local.get("status") == "ok" or
+                                          json.loads(records[key]).get("status") != "ok"):
                     summary.skipped.append(key)
                     continue
                 before = store.record_path(key).read_bytes() if local is not None else None

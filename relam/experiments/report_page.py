@@ -76,6 +76,14 @@ def _results_table(spec: Spec, rep) -> str:
     return _table(["Task", *map(_e, labels)], rows, classes)
 
 
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.2f} h"
+
+
 def _machine_text(rec: dict[str, Any]) -> str:
     m = rec.get("machine") or {}
     parts = [p for p in (m.get("cpu"), f"{m['cpus']} CPUs" if m.get("cpus") else None,
@@ -103,7 +111,7 @@ def _provenance(spec: Spec, scale: str, store: ResultStore | None) -> tuple[str,
         success = f"{100 * rec['success']:.1f}%" if ok and rec.get("success") is not None else _e(rec.get("error"))
         wall = rec.get("wall_time_s")
         rows.append([_e(spec.task_label(run.task)), _e(run.label), _e(run.seed), f"<code>{run.key}</code>",
-                     _e(status), success, _e(f"{wall:.1f} s" if isinstance(wall, (int, float)) else "?"),
+                     _e(status), success, _e(_duration(wall)),
                      _e(rec.get("finished_at")), f"<code>{_e(rec.get('git_commit') or '?')}</code>",
                      _machine_text(rec), vid])
         classes.append("" if ok else "fail")

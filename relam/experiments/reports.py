@@ -361,11 +361,13 @@ def evaluate_claims(spec: Spec, scale: str, cells: pd.DataFrame) -> list[ClaimVe
                                       for lab in ((a,) if rel == "paper" else (a, b))))
         short = [f"{t}/{lab} ({int(by_cell.loc[(t, lab)].n_ok)}/{int(by_cell.loc[(t, lab)].n_expected)} runs)"
                  for t, lab in involved if by_cell.loc[(t, lab)].n_ok < by_cell.loc[(t, lab)].n_expected]
-        if short:
-            out.append(ClaimVerdict(cid, text, "incomplete", "runs missing or failed: " + ", ".join(short)))
-            continue
-        means = {k: float(by_cell.loc[k]["mean"]) for k in involved}
+        means = {k: float(by_cell.loc[k]["mean"]) for k in involved}  # nan for a cell with no run
         problems = _judge(checks, means, 0.0 if slack is None else slack)
+        if short:
+            so_far = "" if any(np.isnan(v) for v in means.values()) else (
+                "; on the finished runs it would " + ("fail: " + "; ".join(problems) if problems else "hold"))
+            out.append(ClaimVerdict(cid, text, "incomplete", "runs missing or failed: " + ", ".join(short) + so_far))
+            continue
         if slack is None:
             detail = (f"scale {scale} sets no margin; with a margin of 0 it would "
                       + ("fail: " + "; ".join(problems) if problems else "hold"))
