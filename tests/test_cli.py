@@ -27,7 +27,7 @@ def toy(tmp_path, monkeypatch):
     return path
 
 
-@pytest.mark.parametrize("sub", ["run", "status", "table", "plot"])
+@pytest.mark.parametrize("sub", ["run", "status", "table", "plot", "report"])
 def test_help(sub, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([sub, "--help"])
@@ -41,7 +41,7 @@ def test_top_level_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    for sub in ("run", "status", "table", "plot"):
+    for sub in ("run", "status", "table", "plot", "report", "export", "import"):
         assert sub in out
 
 
@@ -317,7 +317,7 @@ def test_status_takes_the_run_filters(toy, capsys):
 
 
 ENV_VARS = ("RELAM_CACHE", "RELAM_SCALE", "MUJOCO_GL", "RELAM_METHOD_MODULES", "RELAM_DINOV2_PATH",
-            "RELAM_COTRACKER_PATH", "RELAM_EVF_SAM_PATH")
+            "RELAM_COTRACKER_PATH", "RELAM_EVF_SAM_PATH", "RELAM_TENSORBOARD", "RELAM_ALLOW_GYM")
 
 
 def _help(argv, capsys) -> str:
@@ -327,7 +327,8 @@ def _help(argv, capsys) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["status"], ["table"], ["plot"], ["demos"], ["demos", "make"],
+@pytest.mark.parametrize("argv", [[], ["run"], ["status"], ["table"], ["plot"], ["report"], ["export"], ["import"],
+                                  ["demos"], ["demos", "make"],
                                   ["subgoals"], ["overlay"], ["anticipation"], ["anticipation", "train"],
                                   ["anticipation", "evaluate"]], ids=lambda a: " ".join(a) or "relam")
 def test_help_names_the_environment_variables(argv, capsys):
