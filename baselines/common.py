@@ -54,10 +54,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from stable_baselines3.common.running_mean_std import RunningMeanStd as _SB3RunningMeanStd
 from torch import nn
 
-from relam.cache import atomic_write_bytes
+from relam.cache import atomic_torch_save, torch_bytes
+from relam.perception.images import image_batch, resize_images
 from relam.rl.ppo import MODEL_REWARD_PREFIX
+from relam.scales import SCALES
 
 __all__ = [
     "POLICY_IMAGE_SIZE",
@@ -87,24 +90,14 @@ POLICY_IMAGE_SIZE = 64
 
 
 def to_policy_images(frames: np.ndarray, size: int = POLICY_IMAGE_SIZE) -> np.ndarray:
-    """RGB frames (N,H,W,3) or one (H,W,3) uint8 -> channel-first (N,3,size,size) uint8 (area resize).
+    """RGB frames (N,H,W,3) or one (H,W,3) uint8 -> channel-first (N,3,size,size) uint8.
 
-    Area averaging (not nearest) so that thin parts such as a handle do not flicker in and out of
-    the small image.  Frames already at ``size`` pass through unchanged (bit for bit).
+    Downsampled by :func:`relam.perception.images.resize_images` (area average, as ReLAM's own
+    policy image), so that thin parts such as a handle do not flicker in and out of the small
+    image. Frames already at ``size`` pass through unchanged (bit for bit).
     """
-    x = np.asarray(frames)
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"frames must be (N,H,W,3) RGB uint8 (channel last), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 images in [0, 255], got dtype {x.dtype}")
-    chw = np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
-    if chw.shape[-2:] == (size, size):
-        return chw
-    t = torch.from_numpy(chw).float()
-    t = F.interpolate(t, size=(size, size), mode="area")
-    return t.round().clamp(0, 255).to(torch.uint8).numpy()
+    x = image_batch(frames, "frames")
+    return np.ascontiguousarray(resize_images(x, size).transpose(0, 3, 1, 2))
 
 
 def transition_items(images: np.ndarray, history: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,27 +125,25 @@ def _to_float(x: np.ndarray | torch.Tensor, size: int | None = None) -> torch.Te
 # ------------------------------------------------------------------------------- statistics
 
 
-class RunningMeanStd:
-    """Running mean/variance (parallel-merge formula), numpy, with a plain dict state for save/load."""
+class RunningMeanStd(_SB3RunningMeanStd):
+    """SB3's running mean/variance of a scalar stream (parallel merge), started from given moments,
+    with a plain-float dict state for save/load."""
 
     def __init__(self, mean: float = 0.0, var: float = 1.0, count: float = 1e-4):
-        self.mean, self.var, self.count = float(mean), float(var), float(count)
+        super().__init__(epsilon=float(count), shape=())
+        self.mean, self.var = np.float64(mean), np.float64(var)
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x, np.float64).reshape(-1)
-        if x.size == 0:
-            return
-        bm, bv, bc = float(x.mean()), float(x.var()), float(x.size)
-        delta, tot = bm - self.mean, self.count + bc
-        m2 = self.var * self.count + bv * bc + delta**2 * self.count * bc / tot
-        self.mean, self.var, self.count = self.mean + delta * bc / tot, m2 / tot, tot
+        if x.size:
+            super().update(x)
 
     @property
     def std(self) -> float:
         return math.sqrt(self.var + 1e-8)
 
     def state(self) -> dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
+        return {"mean": float(self.mean), "var": float(self.var), "count": float(self.count)}
 
 
 # ------------------------------------------------------------------------------- RND
@@ -287,12 +278,9 @@ class FrameRewardModel:
     def fingerprint(self) -> str:
         """16 hex chars identifying the config *and* the weights (a cache key for labelled datasets)."""
         import hashlib
-        import io
 
-        buf = io.BytesIO()
-        torch.save(self._state(), buf)
         return hashlib.sha256(json.dumps(self.config(), sort_keys=True, default=str).encode()
-                              + buf.getvalue()).hexdigest()[:16]
+                              + torch_bytes(self._state())).hexdigest()[:16]
 
     def wrap(self, env: gym.Env, per_step: bool = False) -> "VideoRewardWrapper":
         """The env for online training: image observation, this model's reward (see module docstring)."""
@@ -304,11 +292,7 @@ class FrameRewardModel:
 
     def save(self, path: str | Path) -> Path:
         """One file: a torch archive of ``{"kind", "config", "state"}`` (written atomically)."""
-        import io
-
-        buf = io.BytesIO()
-        torch.save({"kind": self.kind, "config": self.config(), "state": self._state()}, buf)
-        return atomic_write_bytes(path, buf.getvalue())
+        return atomic_torch_save(path, {"kind": self.kind, "config": self.config(), "state": self._state()})
 
     @classmethod
     def load(cls, path: str | Path) -> "FrameRewardModel":
@@ -548,22 +532,11 @@ def expert_vs_random(model: FrameRewardModel, expert: Iterable[np.ndarray],
 
 
 def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + P(pos == neg)/2 over all pairs (the Mann-Whitney AUC)."""
+    """P(pos > neg) + P(pos == neg)/2 over all pairs: the Mann-Whitney U of ``pos`` over its maximum."""
+    from scipy.stats import mannwhitneyu
+
     pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
-    allv = np.concatenate([pos, neg])
-    order = np.argsort(allv, kind="mergesort")
-    ranks = np.empty(len(allv))
-    sv = allv[order]
-    # average ranks over ties
-    i = 0
-    while i < len(sv):
-        j = i
-        while j + 1 < len(sv) and sv[j + 1] == sv[i]:
-            j += 1
-        ranks[order[i:j + 1]] = 0.5 * (i + j) + 1
-        i = j + 1
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
+    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (len(pos) * len(neg)))
 
 
 # ------------------------------------------------------------------------------- one run of Table 4
@@ -637,7 +610,7 @@ OFFLINE_LABELLERS = {"dacfo": ("baselines.dacfo", {}), "diffusion_reward": ("bas
                      "oracle": ("baselines.image_subgoal", {"ground_truth": True})}
 
 
-def offline_reward_sanity(task: str, method: str, n_demos: int = 10, scale: str = "small", seed: int = 0,
+def offline_reward_sanity(task: str, method: str, n_demos: int = 10, scale: str = "smoke", seed: int = 0,
                           progress: bool = True) -> dict[str, float]:
     """Label ``n_demos`` expert + ``n_demos`` noisy offline trajectories of ``task`` with ``method``'s
     labeller (its reward model trained on ``n_demos`` expert videos at ``scale``) and return
@@ -675,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("tasks", nargs="+", help="offline tasks, e.g. PushCube-v1 PickCube-v1")
     p.add_argument("--methods", nargs="+", default=sorted(OFFLINE_LABELLERS), choices=sorted(OFFLINE_LABELLERS))
     p.add_argument("-n", type=int, default=10, help="expert videos to learn from = expert (and noisy) trajectories labelled")
-    p.add_argument("--scale", default="small", help="budget of the learned parts (smoke, small, quick, paper)")
+    p.add_argument("--scale", default="smoke", choices=SCALES, help="budget of the learned parts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(list(argv) if argv is not None else None)

@@ -27,6 +27,7 @@ the last 10 discriminators* (an ensemble, after Luo et al. 2022) -- :class:`Disc
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +38,7 @@ from tqdm import tqdm
 
 from baselines.common import POLICY_IMAGE_SIZE, FrameRewardModel, _small_cnn, _to_float
 from relam.methods import MethodSettings, RewardMethod, register_method
+from relam.scales import ScaleTable
 
 __all__ = ["DACfO", "DiscriminatorEnsemble", "logit_reward"]
 
@@ -242,9 +244,16 @@ class DiscriminatorEnsemble(FrameRewardModel):
 #: -- and checkpoint -- per rollout, so steps / rollout >= 10 gives the ten checkpoints of the
 #: ensemble.  ManiSkill with 128 px rendering runs about 10-20 env steps/s here, so these budgets,
 #: not the paper's (not given), rule: smoke ~1-2 min, quick ~15 min, paper ~2-3 h on one CPU core.
-#: Unknown scales get the paper's.
-ONLINE_PHASE = {"smoke": (320, 32, 5), "small": (640, 64, 10), "quick": (10_000, 500, 50),
-                "paper": (100_000, 2000, 50)}
+@dataclass(frozen=True)
+class OnlinePhaseBudget:
+    env_steps: int  #: PPO environment steps
+    rollout: int  #: PPO rollout length (one discriminator update and checkpoint each)
+    disc_steps: int  #: discriminator gradient steps per rollout
+
+
+ONLINE_PHASE: ScaleTable[OnlinePhaseBudget] = ScaleTable(
+    "dacfo", smoke=OnlinePhaseBudget(320, 32, 5), quick=OnlinePhaseBudget(10_000, 500, 50),
+    paper=OnlinePhaseBudget(100_000, 2000, 50))
 
 
 def resumed_model(ctx: Any, checkpoint_dir: Path, **kwargs: Any) -> DACfO:
@@ -274,7 +283,8 @@ def online_discriminators(ctx: Any) -> tuple[Path, dict[str, float]]:
 
     from baselines.common import ppo_with_model
 
-    steps, rollout, d_steps = ONLINE_PHASE.get(ctx.scale, ONLINE_PHASE["paper"])
+    phase = ONLINE_PHASE[ctx.scale]
+    steps, rollout, d_steps = phase.env_steps, phase.rollout, phase.disc_steps
     ck = Path(ctx.out_dir) / "discriminators"
     done = Path(ctx.out_dir) / "online" / "phase.json"
     if done.exists():

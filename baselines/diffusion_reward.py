@@ -30,6 +30,7 @@ Ours, sized for a 2-core CPU (the choices):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ from tqdm import tqdm
 
 from baselines.common import RND, FrameRewardModel, RunningMeanStd, _to_float
 from relam.methods import MethodSettings, RewardMethod, register_method
+from relam.scales import ScaleTable
 
 __all__ = ["DiffusionReward", "linear_alphas_cumprod", "noisy_sample"]
 
@@ -257,8 +259,14 @@ class DiffusionReward(FrameRewardModel):
 # ------------------------------------------------------------------------------- the Table 4 column
 
 
-#: video-model training steps per experiment scale (unknown scales get the full value)
-FIT_STEPS = {"smoke": 20, "small": 200}
+@dataclass(frozen=True)
+class VideoModelBudget:
+    fit_steps: int  #: video-model training steps
+
+
+#: the video model's budget per experiment scale
+FIT_STEPS: ScaleTable[VideoModelBudget] = ScaleTable(
+    "diffusion_reward", smoke=VideoModelBudget(20), quick=VideoModelBudget(5000), paper=VideoModelBudget(5000))
 
 
 def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: bool = False) -> DiffusionReward:
@@ -271,7 +279,7 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
     from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
 
-    steps = FIT_STEPS.get(scale, 5000)
+    steps = FIT_STEPS[scale].fit_steps
     cfg = DiffusionReward(seed=seed).config()
     key = settings_hash({"task": task, "n_demos": n_demos, "steps": steps, "config": cfg})
     path = cache_dir() / "diffusion_reward" / task / f"{key}.pt"

@@ -29,7 +29,6 @@ policy images (64 px) and generated subgoals (32 px) can be compared directly.
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -37,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from relam.perception.images import image_batch, resize_images
 
 __all__ = [
     "ImageEmbedding",
@@ -66,38 +67,6 @@ class ImageEmbedding(Protocol):
 
 
 # ------------------------------------------------------------------------------- pure helpers
-
-
-def _as_batch(images: np.ndarray, what: str = "images") -> np.ndarray:
-    a = np.asarray(images)
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim != 4 or a.shape[-1] != 3 or a.dtype != np.uint8:
-        raise ValueError(f"{what} must be uint8 (B,H,W,3) or (H,W,3); got {a.dtype} {a.shape}")
-    if a.shape[1] != a.shape[2]:
-        raise ValueError(f"{what} must be square; got {a.shape[1]}x{a.shape[2]}")
-    return a
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """Square uint8 images (B,H,W,3) -> (B,size,size,3): area average down, bilinear up.
-
-    Area averaging when shrinking by an integer factor is exact and alias-free (a 128 px frame
-    and its 64 px policy copy give the same 32 px image); enlarging (32 px generated subgoals to
-    the 64 px policy target) uses bilinear interpolation.
-    """
-    a = _as_batch(images)
-    h = a.shape[1]
-    if h == size:
-        return a.copy()
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
-    if h > size and h % size == 0:
-        x = F.avg_pool2d(x, h // size)
-    elif h > size:
-        x = F.interpolate(x, size=(size, size), mode="area")
-    else:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -287,20 +256,9 @@ class Dinov2Embedding:
 
     @torch.no_grad()
     def embed(self, images: np.ndarray) -> np.ndarray:
-        images = _as_batch(images)
         enc = self._enc
-        out = []
-        for i in range(0, len(images), enc.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(images[i:i + enc.batch_size]))
-            x = x.permute(0, 3, 1, 2).float() / 255.0
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic",
-                              align_corners=False)
-            x = (x - enc._MEAN) / enc._STD
-            out_i = enc.model(pixel_values=x)
-            if self.pooling == "cls":
-                out.append(out_i.pooler_output)
-            else:
-                out.append(out_i.last_hidden_state[:, -enc.num_patches:].mean(1))
+        out = [o.pooler_output if self.pooling == "cls" else o.last_hidden_state[:, -enc.num_patches:].mean(1)
+               for o in enc.outputs(image_batch(images, square=True))]
         return _normalise(torch.cat(out))
 
     def state(self) -> dict[str, Any]:
@@ -335,12 +293,12 @@ def embedding_from_state(state: dict[str, Any]) -> ImageEmbedding:
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    rx = np.argsort(np.argsort(x)).astype(float)
-    ry = np.argsort(np.argsort(y, kind="stable"), kind="stable").astype(float)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    den = math.sqrt((rx**2).sum() * (ry**2).sum())
-    return float((rx * ry).sum() / den) if den > 0 else 0.0
+    """Spearman's rho of ordinal ranks (ties ranked in order of appearance), 0 when undefined."""
+    from scipy.stats import rankdata, spearmanr
+
+    if len(x) < 2:
+        return 0.0
+    return float(spearmanr(rankdata(x, method="ordinal"), rankdata(y, method="ordinal")).statistic)
 
 
 def approach_score(embedding: ImageEmbedding, videos: Sequence[np.ndarray],
@@ -357,7 +315,7 @@ def approach_score(embedding: ImageEmbedding, videos: Sequence[np.ndarray],
     """
     rhos, rises, s0s, s1s = [], [], [], []
     for i, (video, steps) in enumerate(zip(videos, keyframe_steps)):
-        video = _as_batch(video, "videos[i]")
+        video = image_batch(video, "videos[i]", square=True)
         steps = np.asarray(steps, dtype=int)
         emb = embedding.embed(video)
         tgt = embedding.embed(np.asarray(targets[i]) if targets is not None else video[steps])

@@ -58,7 +58,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.embedding import ImageEmbedding, cosine_similarity, resize_images
+from relam.cache import atomic_torch_save, torch_bytes
 from relam.reward import RewardSettings, StepOutcome, stage_reward
+from relam.scales import ScaleTable
 from relam.wrappers import SeededEpisodes
 
 __all__ = [
@@ -322,13 +324,7 @@ class SubgoalImageModel:
         return m
 
     def save(self, path: str | Path) -> Path:
-        import io
-
-        from relam.cache import atomic_write_bytes
-
-        buf = io.BytesIO()
-        torch.save(self.state(), buf)
-        return atomic_write_bytes(path, buf.getvalue())
+        return atomic_torch_save(path, self.state())
 
     @classmethod
     def load(cls, path: str | Path) -> "SubgoalImageModel":
@@ -710,11 +706,8 @@ class ImageSubgoalLabeller:
 def _fingerprint(state: Any) -> str:
     """16 hex chars identifying a state dict (weights included): a cache-key part."""
     import hashlib
-    import io
 
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+    return hashlib.sha256(torch_bytes(state)).hexdigest()[:16]
 
 
 def calibrate_threshold(planner: Any, embedding: ImageEmbedding, demos: Sequence[Any],
@@ -740,13 +733,15 @@ def calibrate_threshold(planner: Any, embedding: ImageEmbedding, demos: Sequence
 
 # =============================================================================== methods
 
-#: per-scale budgets of the learned parts (generator steps, embedding steps); ``smoke`` is for CI.
-SCALE_STEPS: dict[str, dict[str, int]] = {
-    "smoke": {"flow": 30, "embedding": 30},
-    "small": {"flow": 300, "embedding": 150},  # measurements (python -m baselines.common)
-    "quick": {"flow": 3000, "embedding": 600},
-    "paper": {"flow": 4000, "embedding": 1500},
-}
+@dataclass(frozen=True)
+class ISBudget:
+    flow_steps: int  #: subgoal-image generator training steps
+    embedding_steps: int  #: temporal-embedding training steps
+
+
+#: per-scale budgets of the learned parts; ``smoke`` is for CI.
+SCALE_STEPS: ScaleTable[ISBudget] = ScaleTable(
+    "image_subgoal", smoke=ISBudget(30, 30), quick=ISBudget(3000, 600), paper=ISBudget(4000, 1500))
 
 
 @dataclass
@@ -770,18 +765,16 @@ def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool
     from filelock import FileLock
 
     from baselines.embedding import TemporalEmbedding, embedding_from_state
-    from relam.cache import atomic_write_bytes, cache_dir, settings_hash
+    from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
     from relam.keypoints import KeypointSettings
     from relam.subgoals import build_subgoal_dataset
 
-    if scale not in SCALE_STEPS:
-        raise ValueError(f"fit_components: unknown scale {scale!r}; choose one of {sorted(SCALE_STEPS)}")
     steps = SCALE_STEPS[scale]
-    flow = FlowSettings(train_steps=steps["flow"])
+    flow = FlowSettings(train_steps=steps.flow_steps)
     emb = TemporalEmbedding()
     key = settings_hash({"task": task, "n_demos": n_demos, "flow": flow.to_dict(),
-                         "embedding": emb.state()["kwargs"], "embedding_steps": steps["embedding"],
+                         "embedding": emb.state()["kwargs"], "embedding_steps": steps.embedding_steps,
                          "calibrate_demos": calibrate_demos, "keypoints": KeypointSettings().to_dict()})
     out = cache_dir() / "image_subgoal" / task / key
     out.mkdir(parents=True, exist_ok=True)
@@ -792,15 +785,12 @@ def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool
                                 embedding_from_state(st["embedding"]), float(st["threshold"]))
         ds = build_subgoal_dataset(task, KeypointSettings(), n_demos=n_demos, progress=progress)
         demos = load_demos(task, n=n_demos)
-        emb.fit([d.frames for d in demos], steps=steps["embedding"], progress=progress)
+        emb.fit([d.frames for d in demos], steps=steps.embedding_steps, progress=progress)
         model = SubgoalImageModel(flow)
         model.fit(ds.items, progress=progress)
         thr = calibrate_threshold(ImageSubgoalPlanner(model), emb, demos[:calibrate_demos])
-        import io
-
-        buf = io.BytesIO()
-        torch.save({"model": model.state(), "embedding": emb.state(), "threshold": thr}, buf)
-        atomic_write_bytes(out / "components.pt", buf.getvalue())
+        atomic_torch_save(out / "components.pt", {"model": model.state(), "embedding": emb.state(),
+                                                  "threshold": thr})
         return ISComponents(model, emb, thr)
 
 

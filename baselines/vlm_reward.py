@@ -74,9 +74,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
+from stable_baselines3.common.torch_layers import create_mlp
 from torch import nn
 
 from baselines.common import POLICY_IMAGE_SIZE, _small_cnn, _to_float, to_policy_images
+from relam.cache import atomic_torch_save
+from relam.scales import ScaleTable
 from relam.methods import (MethodNotImplementedError, RewardMethod, RunContext, RunResult, VLMRewardSettings,
                            register_method)
 
@@ -256,7 +259,8 @@ class LearnedRewardConfig:
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.ReLU(), nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, out))
+    """A head on the encoder's (linear) features: ReLU, then SB3's MLP with one hidden layer."""
+    return nn.Sequential(nn.ReLU(), *create_mlp(inp, out, [hidden], activation_fn=nn.ReLU))
 
 
 class _TermNet(nn.Module):
@@ -392,12 +396,8 @@ class LearnedRewardModel:
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
-        from relam.cache import atomic_write_bytes
-
-        buf = io.BytesIO()
-        torch.save({"kind": self.kind, "config": self.config.to_dict(), "net": self.net.state_dict(),
-                    "losses": self.losses}, buf)
-        return atomic_write_bytes(path, buf.getvalue())
+        return atomic_torch_save(path, {"kind": self.kind, "config": self.config.to_dict(),
+                                        "net": self.net.state_dict(), "losses": self.losses})
 
     @classmethod
     def load(cls, path: str | Path) -> "LearnedRewardModel":
@@ -485,19 +485,17 @@ class VLMRewardModel:
 
 # =============================================================================== building / caching
 
-#: per-scale budgets: reward-model and behaviour-cloning gradient steps, random-action videos.
-SCALE_STEPS: dict[str, dict[str, int]] = {
-    "smoke": {"reward": 30, "bc": 30, "random_videos": 2},
-    "quick": {"reward": 1500, "bc": 3000, "random_videos": 8},
-    "paper": {"reward": 3000, "bc": 10000, "random_videos": 20},
-}
+@dataclass(frozen=True)
+class VLMBudget:
+    reward_steps: int  #: reward-model gradient steps
+    bc_steps: int  #: behaviour-cloning gradient steps
+    random_videos: int  #: random-action videos the reward model learns from beside the demos
+
+
+#: per-scale budgets of the learned parts
+SCALE_STEPS: ScaleTable[VLMBudget] = ScaleTable(
+    "vlm_reward", smoke=VLMBudget(30, 30, 2), quick=VLMBudget(1500, 3000, 8), paper=VLMBudget(3000, 10000, 20))
 RANDOM_VIDEO_STEPS = 100
-
-
-def _scale(scale: str) -> dict[str, int]:
-    if scale not in SCALE_STEPS:
-        raise ValueError(f"vlm_reward: unknown scale {scale!r}; choose one of {sorted(SCALE_STEPS)}")
-    return SCALE_STEPS[scale]
 
 
 def learned_reward_model(task: str, n_demos: int, scale: str = "quick", progress: bool = False,
@@ -510,17 +508,17 @@ def learned_reward_model(task: str, n_demos: int, scale: str = "quick", progress
     from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
 
-    s = _scale(scale)
-    cfg = config or LearnedRewardConfig(steps=s["reward"])
+    s = SCALE_STEPS[scale]
+    cfg = config or LearnedRewardConfig(steps=s.reward_steps)
     key = settings_hash({"task": task, "n_demos": int(n_demos), "config": cfg.to_dict(),
-                         "random_videos": s["random_videos"], "random_steps": RANDOM_VIDEO_STEPS, "v": 1})
+                         "random_videos": s.random_videos, "random_steps": RANDOM_VIDEO_STEPS, "v": 1})
     out = cache_dir() / "vlm_reward" / task / key
     out.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if (out / "reward_model.pt").exists():
             return LearnedRewardModel.load(out / "reward_model.pt")
         demos = load_demos(task, n=n_demos)
-        rand = random_action_videos(task, s["random_videos"], RANDOM_VIDEO_STEPS, seed=1)
+        rand = random_action_videos(task, s.random_videos, RANDOM_VIDEO_STEPS, seed=1)
         model = LearnedRewardModel(cfg)
         model.fit(demos, rand, progress=progress)
         model.save(out / "reward_model.pt")
@@ -724,13 +722,13 @@ def _bc_policy_state(task: str, n_demos: int, scale: str, seed: int, ppo: Any, v
     """BC weights of the PPO policy (cached: the base and refined columns share them) and BC stats."""
     from filelock import FileLock
 
-    from relam.cache import atomic_write_bytes, cache_dir, settings_hash
+    from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
 
-    s = _scale(scale)
+    s = SCALE_STEPS[scale]
     arch = {k: v for k, v in ppo.to_dict().items() if k in ("cnn_channels", "cnn_kernels", "cnn_strides",
                                                              "image_dim", "net_arch")}
-    key = settings_hash({"task": task, "n_demos": int(n_demos), "steps": s["bc"], "seed": int(seed),
+    key = settings_hash({"task": task, "n_demos": int(n_demos), "steps": s.bc_steps, "seed": int(seed),
                          "arch": arch, "size": POLICY_IMAGE_SIZE, "shared_encoder": False, "v": 1})
     path = cache_dir() / "vlm_reward" / task / f"bc-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -741,12 +739,10 @@ def _bc_policy_state(task: str, n_demos: int, scale: str, seed: int, ppo: Any, v
         model = _make_refine_ppo(venv, ppo, seed)
         images, actions = bc_dataset(load_demos(task, n=n_demos))
         t0 = time.time()
-        losses = behaviour_cloning(model.policy, images, actions, s["bc"], seed=seed, progress=progress)
+        losses = behaviour_cloning(model.policy, images, actions, s.bc_steps, seed=seed, progress=progress)
         stats = {"bc_loss_first": float(np.mean(losses[:10])), "bc_loss_final": float(np.mean(losses[-50:])),
                  "bc_pairs": float(len(images)), "bc_seconds": time.time() - t0}
-        buf = io.BytesIO()
-        torch.save({"policy": model.policy.state_dict(), "stats": stats}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_torch_save(path, {"policy": model.policy.state_dict(), "stats": stats})
         return model.policy.state_dict(), stats
 
 

@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relam.cache import atomic_write_json, cache_dir, read_json  # noqa: E402
+from relam.offline import spearman  # noqa: E402
 
 TASKS = ("drawer-open-v3", "door-open-v3", "button-press-wall-v3")
 N_DEMOS = 100  # the stored expert demos per task; the held-out ones are the last
@@ -88,14 +89,6 @@ def cached_model(task: str, seeds: set[int]) -> Path | None:
             return model
         print(f"{task}: skipping {model}: trained on another recording of the demos (task frame differs)")
     return None
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
 
 
 def expert_side(demos: list[Any], model: Any, settings: Any) -> dict[str, Any]:
@@ -178,9 +171,9 @@ def summarise(task: str, source: str, exp: dict, rnd: dict) -> dict[str, Any]:
         "expert_length": float(np.mean(exp["lengths"])), "random_length": float(np.mean(rnd["lengths"])),
         "expert_reward_per_step": float(np.concatenate(exp["rewards"]).mean()),
         "random_reward_per_step": float(np.concatenate(rnd["rewards"]).mean()),
-        "spearman_pooled": _spearman(rew, env),
-        "spearman_expert": _spearman(np.concatenate(exp["rewards"]), np.concatenate(exp["env_rewards"])),
-        "spearman_random": _spearman(np.concatenate(rnd["rewards"]), np.concatenate(rnd["env_rewards"])),
+        "spearman_pooled": spearman(rew, env),
+        "spearman_expert": spearman(np.concatenate(exp["rewards"]), np.concatenate(exp["env_rewards"])),
+        "spearman_random": spearman(np.concatenate(rnd["rewards"]), np.concatenate(rnd["env_rewards"])),
     }
 
 

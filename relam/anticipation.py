@@ -54,7 +54,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from relam.cache import atomic_write_bytes, atomic_write_json, cache_dir
+from relam.cache import atomic_torch_save, atomic_write_bytes, atomic_write_json, cache_dir
+from relam.scales import SCALES, ScaleTable
 from relam.perception.encoders import (
     ImageEncoder,
     ConvAEEncoder,
@@ -65,7 +66,7 @@ from relam.perception.encoders import (
 
 __all__ = [
     "AnticipationConfig",
-    "SCALES",
+    "BUDGETS",
     "AnticipationNet",
     "AnticipationModel",
     "train_anticipation",
@@ -133,21 +134,20 @@ class AnticipationConfig:
 
     @classmethod
     def for_scale(cls, scale: str, **overrides: Any) -> "AnticipationConfig":
-        """``smoke`` | ``quick`` | ``paper`` presets (see :data:`SCALES`), then overrides."""
-        if scale not in SCALES:
-            raise ValueError(f"unknown scale '{scale}'; choose one of {sorted(SCALES)}")
-        return cls(**{**SCALES[scale], **overrides})
+        """The ``smoke`` | ``quick`` | ``paper`` preset (see :data:`BUDGETS`), then overrides."""
+        return cls.from_dict({**BUDGETS[scale].to_dict(), **overrides})
 
 
 #: Budget presets. ``paper`` is the paper's architecture; on CPU it is far too slow to train in
 #: minutes (one batch-8 step: 12x512 ~5.9 s, 6x256 ~0.7 s, 4x128 ~0.18 s, 2x64 ~0.05 s with one
 #: thread on a shared 2-core machine; ``benchmarks/bench_anticipation.py --speed``), so ``quick``
 #: shrinks depth/width and pools the task frame to 2x2 tokens.
-SCALES: dict[str, dict[str, Any]] = {
-    "smoke": dict(layers=2, width=64, heads=4, steps=200, encoder_steps=60, ckpt_every=100),
-    "quick": dict(layers=4, width=128, heads=4, steps=4000, encoder_steps=300, task_grid=2),
-    "paper": dict(layers=12, width=512, heads=8, steps=20000, encoder_steps=1000),
-}
+BUDGETS: ScaleTable[AnticipationConfig] = ScaleTable(
+    "anticipation",
+    smoke=AnticipationConfig(layers=2, width=64, heads=4, steps=200, encoder_steps=60, ckpt_every=100),
+    quick=AnticipationConfig(layers=4, width=128, heads=4, steps=4000, encoder_steps=300, task_grid=2),
+    paper=AnticipationConfig(layers=12, width=512, heads=8, steps=20000, encoder_steps=1000),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,9 +412,7 @@ class AnticipationModel:
 
     def save(self, path: str | Path) -> Path:
         """Atomically write a self-contained checkpoint (net, encoder, task frames, config)."""
-        buf = io.BytesIO()
-        torch.save(self.state(), buf)
-        return atomic_write_bytes(path, buf.getvalue())
+        return atomic_torch_save(path, self.state())
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "AnticipationModel":
@@ -479,11 +477,9 @@ def _lr_at(step: int, cfg: AnticipationConfig) -> float:
 
 def _save_checkpoint(path: Path, model: AnticipationModel, opt: torch.optim.Optimizer,
                      step: int, history: dict, gen: torch.Generator) -> None:
-    buf = io.BytesIO()
-    torch.save({"model": model.state(), "optim": opt.state_dict(), "step": step,
-                "history": history, "rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, {"model": model.state(), "optim": opt.state_dict(), "step": step,
+                             "history": history, "rng": gen.get_state(),
+                             "torch_rng": torch.get_rng_state()})
 
 
 def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
@@ -906,7 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        description="Train an anticipation model (resumes from OUT/checkpoint.pt).", **TOOL_HELP)
     common(t)
     t.add_argument("--out", required=True, help="output folder")
-    t.add_argument("--scale", default="quick", choices=sorted(SCALES),
+    t.add_argument("--scale", default="quick", choices=SCALES,
                    help="model/training budget preset")
     for name, typ in (("layers", int), ("width", int), ("heads", int), ("dropout", float),
                       ("lr", float), ("batch-size", int), ("steps", int), ("augment-shifts", int),

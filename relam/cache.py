@@ -101,6 +101,20 @@ def atomic_save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """``obj`` as ``torch.save`` writes it (for checkpoints and content fingerprints)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
+    """Atomically ``torch.save`` ``obj`` (a checkpoint: state dicts, settings, RNG states) to ``path``."""
+    return atomic_write_bytes(path, torch_bytes(obj))
+
+
 def npz_problem(path: str | os.PathLike, required: Iterable[str] = ()) -> str | None:
     """What is wrong with an existing ``.npz`` file (None: nothing). Reads every member and checks
     its CRC, so a file cut short or damaged anywhere is found without building the arrays.

@@ -25,7 +25,6 @@ no evaluation start state is ever a demo's.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from tqdm import tqdm
 from relam.cache import (NPZ_ERRORS, atomic_save_npz, atomic_write_json, cache_dir, npz_problem,
                          quarantine, read_json, settings_hash)
 from relam.tasks import SIM_REVISION, Camera, TaskEnv, TaskSpec, get_task, make_env
+from relam.versions import package_versions
 
 KINDS = ("expert", "offline")
 OFFLINE_SEED_BASE = 100_000
@@ -175,13 +175,7 @@ def rollout_expert(env: TaskEnv, seed: int, noise: float = 0.0) -> Demo | None:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("metaworld", "mujoco", "mani-skill", "sapien", "gymnasium", "numpy", "torch"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("metaworld", "mujoco", "mani-skill", "sapien", "gymnasium", "numpy", "torch"))
 
 
 def demo_dir(task: str | TaskSpec, kind: str = "expert") -> Path:

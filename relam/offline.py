@@ -60,6 +60,7 @@ __all__ = [
     "label_offline_dataset",
     "offline_cache_path",
     "reward_sanity",
+    "spearman",
     "plot_reward_sanity",
     "run_offline",
 ]
@@ -186,14 +187,15 @@ class ReLAMLabeller:
 def policy_images(frames: np.ndarray, size: int | None) -> np.ndarray:
     """(T+1, H, W, 3) frames -> (T+1, size, size, 3), downsampled exactly as the online policy sees them.
 
-    Uses the same area average as :class:`relam.wrappers.PolicyImageSize`; ``None`` keeps the size.
+    Uses the same area average as :class:`relam.wrappers.PolicyImageSize`
+    (:func:`relam.perception.images.resize_images`); ``None`` keeps the size.
     """
     frames = np.asarray(frames, dtype=np.uint8)
     if size is None or frames.shape[1] == size:
         return frames
-    from relam.wrappers import _area_resize
+    from relam.perception.images import resize_images
 
-    return np.stack([np.transpose(_area_resize(np.transpose(f, (2, 0, 1)), int(size)), (1, 2, 0)) for f in frames])
+    return resize_images(frames, int(size), what="frames")
 
 
 @dataclass
@@ -387,7 +389,8 @@ def label_offline_dataset(task: str, labeller: Labeller, n: int | None = None, i
 # --------------------------------------------------------------------------- sanity checks
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two sequences; NaN when it is undefined (fewer than 3 values, or one constant)."""
     from scipy.stats import spearmanr
 
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -421,8 +424,8 @@ def reward_sanity(ds: OfflineDataset) -> dict[str, float]:
             out[f"subgoals_reached_{name}"] = float(reached.mean())
             if "n_subgoals" in ds.info:
                 out[f"subgoal_fraction_{name}"] = float((reached / ds.info["n_subgoals"][last]).mean())
-    out["spearman_step"] = _spearman(ds.rewards, ds.env_reward)
-    out["spearman_return"] = _spearman(ret, env_ret)
+    out["spearman_step"] = spearman(ds.rewards, ds.env_reward)
+    out["spearman_return"] = spearman(ret, env_ret)
     return out
 
 

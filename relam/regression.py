@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib.metadata as md
 import json
 import math
 import tempfile
@@ -45,6 +44,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from relam.cache import REPO_ROOT, atomic_write_json
+from relam.versions import package_versions
 
 __all__ = [
     "EXPECTED_PATH",
@@ -240,13 +240,7 @@ CHECKS: dict[str, Callable[[], dict]] = {
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("numpy", "torch", "mujoco", "metaworld", "opencv-python-headless"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("numpy", "torch", "mujoco", "metaworld", "opencv-python-headless"))
 
 
 def context() -> dict:

@@ -203,5 +203,5 @@ def test_ensemble_labels_a_two_trajectory_set(videos, tmp_path):
 def test_online_phase_budget_gives_ten_checkpoints():
     from baselines.dacfo import ONLINE_PHASE
 
-    for scale, (steps, rollout, _) in ONLINE_PHASE.items():
-        assert steps // rollout >= 10, scale  # one discriminator checkpoint per PPO rollout
+    for scale, phase in ONLINE_PHASE.items():
+        assert phase.env_steps // phase.rollout >= 10, scale  # one discriminator checkpoint per PPO rollout

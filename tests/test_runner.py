@@ -305,3 +305,22 @@ def test_in_process_runs_may_draw_their_own_progress_bars(monkeypatch, tmp_path)
         list(be.execute(runs, store_root=str(tmp_path), retry_failed=False, wait=True))
         be.close()
     assert seen == [True, False]
+
+
+def test_scale_enters_the_key_only_where_the_budget_does_not_tell_scales_apart(tmp_path):
+    """The learned components' budgets follow the scale, so two scales with the same run budget are
+    two runs; where the budgets differ (every shipped spec) the key is as before, without the scale."""
+    from relam.experiments.spec import list_specs
+
+    path = make_spec(tmp_path, seeds=(0,))  # the same budget at every scale
+    smoke, quick = expand(load_spec(path), "smoke"), expand(load_spec(path), "quick")
+    assert all(r.scale_in_key and r.resolved()["scale"] == "smoke" for r in smoke)
+    assert {r.key for r in smoke}.isdisjoint(r.key for r in quick)
+    data = yaml.safe_load(path.read_text())
+    for scale, steps in (("quick", 80), ("paper", 120)):
+        data["budgets"]["metaworld"][scale]["train_steps"] = steps
+    path.write_text(yaml.safe_dump(data))
+    for run in expand(load_spec(path), "smoke"):
+        assert not run.scale_in_key and "scale" not in run.resolved()
+    for name in list_specs():
+        assert not any(r.scale_in_key for s in ("smoke", "quick", "paper") for r in expand(load_spec(name), s)), name

@@ -6,6 +6,13 @@ of its *resolved* settings -- task, method (and its version), the method setting
 filled in, seed, budget -- so the same settings named by two specs (Table 4 and Fig. 4 share their
 Meta-World runs) are run once, and changing any setting makes a new run.
 
+The scale also shapes a result: the learned components (anticipation model, DACfO's online phase,
+the baselines' reward models) take their budgets from it (:mod:`relam.scales`). It enters the key
+only where the budget does not already tell the scales apart, i.e. when a spec gives a task the
+same budget at two scales (:attr:`Run.scale_in_key`): every spec's budgets differ per scale, so
+the keys of the records made before stay as they were, and two scales with equal budgets still
+get two records.
+
 Execution is idempotent: a worker takes the run's file lock, returns the stored record if there is
 one, else runs the method and writes the record atomically. Failures are recorded with their error
 and traceback and do not stop the sweep; ``retry_failed`` runs them again. Runs of a method that is
@@ -29,6 +36,7 @@ from tqdm import tqdm
 from relam.cache import settings_hash
 from relam.experiments.backends import get_backend
 from relam.experiments.spec import Spec
+from relam.scales import SCALES
 from relam.experiments.store import RECORD_SCHEMA, ResultStore, git_commit, package_versions
 from relam.methods import (Budget, MethodNotImplementedError, RunContext, get_method, settings_model)
 
@@ -46,6 +54,8 @@ class Run:
     budget: dict[str, Any]
     scale: str
     method_version: str = "1"
+    #: the scale is part of the key (set by :func:`expand` when the budget is the same at another scale)
+    scale_in_key: bool = False
     # presentation only (not part of the key): which spec and column asked for it
     spec: str = field(default="", compare=False)
     label: str = field(default="", compare=False)
@@ -56,6 +66,8 @@ class Run:
 
         out = {"task": self.task, "method": self.method, "method_version": self.method_version,
                "settings": self.settings, "seed": self.seed, "budget": self.budget}
+        if self.scale_in_key:  # the budget alone does not tell this run's scale (see the module docstring)
+            out["scale"] = self.scale
         # a simulator fix changes what every run on that suite measured (absent: never revised)
         spec = get_task(self.task)
         revision = SIM_REVISION.get(spec.suite)
@@ -90,6 +102,9 @@ def expand(spec: Spec, scale: str) -> list[Run]:
     versions: dict[str, str] = {}
     for task in spec.tasks:
         budget = spec.budget(task, scale).key_dict()
+        # the learned components' budgets follow the scale: when the run budget is the same at
+        # another scale, only the scale tells the two runs apart
+        scale_in_key = any(spec.budget(task, other).key_dict() == budget for other in SCALES if other != scale)
         for entry in spec.methods:
             if entry.method not in versions:
                 versions[entry.method] = _method_version(entry.method)
@@ -97,7 +112,7 @@ def expand(spec: Spec, scale: str) -> list[Run]:
             for seed in spec.seeds_at(scale):
                 runs.append(Run(task=task, method=entry.method, settings=settings, seed=int(seed),
                                 budget=budget, scale=scale, method_version=versions[entry.method],
-                                spec=spec.name, label=entry.label))
+                                scale_in_key=scale_in_key, spec=spec.name, label=entry.label))
     return runs
 
 

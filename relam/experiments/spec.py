@@ -33,6 +33,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
 
 from relam.cache import REPO_ROOT
 from relam.methods import Budget, MethodSettings, list_methods, policy_inputs, settings_model
+from relam.scales import SCALES, check_scale
 
 __all__ = [
     "SCALES",
@@ -51,7 +52,6 @@ __all__ = [
     "load_spec",
 ]
 
-SCALES = ("smoke", "quick", "paper")
 SUITES = ("metaworld", "maniskill")
 SPEC_DIR = REPO_ROOT / "experiments"
 Scale = Literal["smoke", "quick", "paper"]
@@ -295,8 +295,7 @@ class Spec(_Strict):
 
 
 def _check_scale(scale: str) -> None:
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    check_scale(scale)
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

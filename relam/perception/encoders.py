@@ -29,12 +29,14 @@ import hashlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from relam.perception.images import image_batch
 
 __all__ = [
     "ImageEncoder",
@@ -76,19 +78,7 @@ class ImageEncoder(Protocol):
 
 
 def _check_images(images: np.ndarray, size: int | None = None) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (B,H,W,3); got shape {images.shape}")
-    if images.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (B,H,W,3); got dtype {images.dtype}")
-    if size is not None and images.shape[1:3] != (size, size):
-        raise ValueError(
-            f"images must be {size}x{size} for this encoder (it was built/trained at that size); "
-            f"got {images.shape[1]}x{images.shape[2]}"
-        )
-    return images
+    return image_batch(images, size=size)
 
 
 def _to_float(images: np.ndarray) -> torch.Tensor:
@@ -344,17 +334,22 @@ class Dinov2Encoder:
         return self.grid**2
 
     @torch.no_grad()
-    def encode(self, images: np.ndarray) -> torch.Tensor:
+    def outputs(self, images: np.ndarray) -> Iterator[Any]:
+        """The model's outputs (``last_hidden_state``, ``pooler_output``), batch by batch, for
+        uint8 (B,H,W,3) images resized (bicubic) to ``input_size`` and normalised as DINOv2 was
+        trained."""
         images = _check_images(images)
-        out = []
         for i in range(0, len(images), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(images[i:i + self.batch_size]))
             x = x.permute(0, 3, 1, 2).float() / 255.0
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic",
                               align_corners=False)
-            x = (x - self._MEAN) / self._STD
-            h = self.model(pixel_values=x).last_hidden_state
-            out.append(h[:, -self.num_patches:])  # drop CLS (and any register tokens)
+            yield self.model(pixel_values=(x - self._MEAN) / self._STD)
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray) -> torch.Tensor:
+        # drop CLS (and any register tokens)
+        out = [o.last_hidden_state[:, -self.num_patches:] for o in self.outputs(images)]
         return torch.cat(out).float()
 
     def state(self) -> dict[str, Any]:
