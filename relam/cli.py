@@ -511,13 +511,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from relam.experiments import ResultStore, expand, load_spec
     from relam.experiments.archive import export_records
 
-    keys = None
-    if args.spec is not None:
-        keys = [r.key for r in expand(load_spec(args.spec), args.scale)]
     if not str(args.out).endswith((".tar.gz", ".tgz")):
         raise UsageError(f"{args.out}: the archive is a gzipped tarball", fix="name it OUT.tar.gz")
+    keys, what = None, ""
+    if args.spec is not None:
+        spec = load_spec(args.spec)
+        keys, what = [r.key for r in expand(spec, args.scale)], f"of {spec.name} [{args.scale}] "
     exported = export_records(args.out, keys=keys)
-    what = f"of {args.spec} [{args.scale}] " if args.spec else ""
     print(f"exported {len(exported)} records {what}from {ResultStore().root} to {args.out}")
     return 0
 

@@ -176,3 +176,18 @@ def test_a_failed_write_rolls_the_import_back(toy, tmp_path, monkeypatch):
         import_records(archive)
     assert b.record_path(keys[0]).read_bytes() == before
     assert not b.record_path(keys[1]).exists()
+
+
+def test_export_of_one_spec_at_one_scale(toy, tmp_path, monkeypatch, capsys):
+    """``relam export OUT SPEC --scale S`` carries that sweep's records only."""
+    _use_cache(monkeypatch, tmp_path / "A")
+    cli.main(["run", str(toy), "--no-progress", "--methods", "High"])
+    cli.main(["run", str(toy), "--no-progress", "--methods", "Low", "--scale", "quick"])
+    capsys.readouterr()
+    assert cli.main(["export", str(tmp_path / "q.tar.gz"), str(toy), "--scale", "quick"]) == 0
+    assert "exported 6 records of toyarch [quick]" in capsys.readouterr().out
+    _, records = read_archive(tmp_path / "q.tar.gz")
+    quick = {r.key for r in expand(load_spec(toy), "quick") if r.label == "Low"}
+    assert set(records) == quick
+    assert cli.main(["export", str(tmp_path / "all.tar.gz")]) == 0
+    assert len(read_archive(tmp_path / "all.tar.gz")[1]) == 12
