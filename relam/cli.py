@@ -287,7 +287,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_cache_writable()
     _check_tensorboard(args)
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), _tensorboard_env(args.tensorboard):
             summary = run_spec(spec, args.scale, backend=args.backend, workers=args.workers, runs=runs,
                                retry_failed=args.retry_failed, address=args.address,
                                progress=not args.no_progress)
@@ -337,14 +337,11 @@ def _check_report_dir(spec, args: argparse.Namespace) -> None:
 
 def _check_tensorboard(args: argparse.Namespace) -> None:
     """``--tensorboard`` (or ``RELAM_TENSORBOARD=1``) needs the tensorboard extra: say so before any
-    work, not in every run's failure record. The flag reaches pool and Ray workers through the
-    environment."""
+    work, not in every run's failure record."""
     from relam.tblog import ENV_VAR, EXTRA, TensorBoardMissing, require_tensorboard, tensorboard_requested
 
-    if args.tensorboard:
-        os.environ[ENV_VAR] = "1"
     try:
-        wanted = tensorboard_requested()
+        wanted = args.tensorboard or tensorboard_requested()
     except ValueError as e:
         raise UsageError(str(e)) from None
     if wanted:
@@ -353,6 +350,24 @@ def _check_tensorboard(args: argparse.Namespace) -> None:
         except TensorBoardMissing as e:
             raise UsageError(str(e), fix=f"or run without --tensorboard (and with {ENV_VAR} unset); "
                                          f"the extra is named '{EXTRA}' in pyproject.toml") from None
+
+
+@contextlib.contextmanager
+def _tensorboard_env(on: bool):
+    """With ``--tensorboard``: ``RELAM_TENSORBOARD=1`` while the sweep runs (in this process and in
+    the pool or Ray workers it starts, which inherit the environment), as before afterwards."""
+    from relam.tblog import ENV_VAR
+
+    before = os.environ.get(ENV_VAR)
+    if on:
+        os.environ[ENV_VAR] = "1"
+    try:
+        yield
+    finally:
+        if on and before is None:
+            os.environ.pop(ENV_VAR, None)
+        elif on:
+            os.environ[ENV_VAR] = before
 
 
 class _Terminated(KeyboardInterrupt):
