@@ -80,6 +80,7 @@ from torch import nn
 from baselines.common import POLICY_IMAGE_SIZE, _small_cnn, _to_float, to_policy_images
 from relam.cache import atomic_torch_save
 from relam.scales import ScaleTable
+from relam.versions import import_extra
 from relam.methods import (MethodNotImplementedError, RewardMethod, RunContext, RunResult, VLMRewardSettings,
                            register_method)
 
@@ -455,17 +456,18 @@ class VLMRewardModel:
 
     def __init__(self, model_path: str | None, task: str, max_new_tokens: int = 8, device: str = "cpu"):
         self.path = _check_vlm_path(model_path)
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        transformers = import_extra("transformers", "pretrained", "the pretrained VLM reward backend")
 
         self.instruction = TASK_INSTRUCTIONS.get(task, task.replace("-v3", "").replace("-", " "))
-        self.processor = AutoProcessor.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModelForImageTextToText.from_pretrained(self.path, local_files_only=True).to(device).eval()
+        self.processor = transformers.AutoProcessor.from_pretrained(self.path, local_files_only=True)
+        self.model = transformers.AutoModelForImageTextToText.from_pretrained(
+            self.path, local_files_only=True).to(device).eval()
         self.max_new_tokens, self.device = int(max_new_tokens), device
 
     @torch.no_grad()
     def ask(self, images: Sequence[np.ndarray], prompt: str) -> str:
         """One question about one or more (H,W,3) uint8 frames; the decoded answer."""
-        from PIL import Image
+        Image = import_extra("PIL.Image", "pretrained", "the pretrained VLM reward backend")
 
         content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
         text = self.processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)

@@ -19,22 +19,19 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from relam.anticipation import (  # noqa: E402
-    SCALES,
+from relam.anticipation import (
     AnticipationConfig,
     AnticipationNet,
     _build_dataset,
     synthetic_subgoal_items,
     train_anticipation,
 )
-from relam.cache import atomic_write_json, cache_dir  # noqa: E402
+from relam.cache import atomic_write_json, cache_dir
+from relam.scales import SCALES
 
 
 def time_step(layers: int, width: int, heads: int, patches: int, reps: int = 3) -> float:
@@ -68,7 +65,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tasks", nargs="*", default=["synth-push", "synth-lift"])
     p.add_argument("--synthetic", action="store_true")
-    p.add_argument("--scale", default="quick", choices=sorted(SCALES))
+    p.add_argument("--scale", default="quick", choices=SCALES)
     p.add_argument("--encoder", default="pixels")
     p.add_argument("--encoder-path", default=None)
     p.add_argument("--steps", type=int, default=None)

@@ -23,19 +23,16 @@ Results are printed and written as JSON under ``cache_dir()/benchmarks/``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from baselines.common import expert_vs_random, random_action_videos  # noqa: E402
-from baselines.dacfo import DACfO  # noqa: E402
-from baselines.diffusion_reward import DiffusionReward  # noqa: E402
-from relam.cache import atomic_write_json, cache_dir  # noqa: E402
+from baselines.common import expert_vs_random, random_action_videos
+from baselines.dacfo import DACfO
+from baselines.diffusion_reward import DiffusionReward
+from relam.cache import atomic_write_json, cache_dir
 
 
 def _timed(fn, repeat: int = 1) -> float:

@@ -35,17 +35,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from relam.cache import atomic_write_json, cache_dir, read_json  # noqa: E402
-from relam.offline import spearman  # noqa: E402
+from relam.cache import atomic_write_json, cache_dir, read_json
+from relam.offline import spearman
 
 TASKS = ("drawer-open-v3", "door-open-v3", "button-press-wall-v3")
 N_DEMOS = 100  # the stored expert demos per task; the held-out ones are the last

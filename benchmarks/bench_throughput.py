@@ -58,7 +58,6 @@ import heapq
 import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -66,10 +65,7 @@ from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402  (after MUJOCO_GL)
 
 PARTS = ("raw", "maniskill", "points", "image", "threads", "reward", "iql")
 
@@ -288,11 +284,15 @@ def update_vs_threads(model: Any, threads: list[int], epochs: int | None = None)
 # --------------------------------------------------------------------------- projection
 
 
-def table4_plan(path: Path = ROOT / "experiments" / "table4.yaml") -> dict:
+def table4_plan(path: Path | None = None) -> dict:
     """Paper-scale runs of Table 4 per suite: tasks, methods (reference columns left out), seeds,
-    training and evaluation budgets, horizons."""
+    training and evaluation budgets, horizons (``path``: the spec file; default Table 4's, from the
+    checkout or the installed package)."""
     import yaml
 
+    from relam.experiments.spec import find_spec
+
+    path = Path(path) if path is not None else find_spec("table4")
     from relam.tasks import get_task
 
     spec = yaml.safe_load(path.read_text())

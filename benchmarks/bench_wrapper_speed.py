@@ -31,16 +31,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from relam.cache import atomic_write_json, cache_dir  # noqa: E402
+from relam.cache import atomic_write_json, cache_dir
 
 VARIANTS = ("raw", "sim", "lk", "sim+64")
 

@@ -240,7 +240,7 @@ CHECKS: dict[str, Callable[[], dict]] = {
 
 
 def _versions() -> dict[str, str]:
-    return package_versions(("numpy", "torch", "mujoco", "metaworld", "opencv-python-headless"))
+    return package_versions(("numpy", "torch", "mujoco", "metaworld", "opencv-python", "opencv-python-headless"))
 
 
 def context() -> dict:

@@ -84,7 +84,8 @@ def test_dinov2_missing_weights_fail_clearly(tmp_path, monkeypatch):
 
 
 def test_dinov2_loads_a_local_folder_and_returns_patch_tokens(tmp_path):
-    from transformers import Dinov2Config, Dinov2Model
+    transformers = pytest.importorskip("transformers", reason="the 'pretrained' extra is not installed")
+    Dinov2Config, Dinov2Model = transformers.Dinov2Config, transformers.Dinov2Model
 
     torch.manual_seed(0)
     tiny = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

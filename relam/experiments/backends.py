@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from relam.cache import cache_dir
+from relam.versions import import_extra
 
 __all__ = ["Backend", "Job", "LocalBackend", "RayBackend", "get_backend"]
 
@@ -156,7 +157,7 @@ def ray_temp_dir() -> str:
 
 class RayBackend(Backend):
     def __init__(self, job: Job, workers: int = 1, address: str | None = None):
-        ray = import_ray()
+        ray = import_extra("ray", "ray", "--backend ray (else use --backend local)")
 
         self._ray = ray
         self._started = False
@@ -189,16 +190,6 @@ class RayBackend(Backend):
         if self._started:
             self._ray.shutdown()
             self._started = False
-
-
-def import_ray():
-    """Ray, or an error naming the optional extra that installs it."""
-    try:
-        import ray
-    except ImportError as e:
-        raise ImportError("--backend ray needs Ray, an optional extra: pip install 'relam[ray]' "
-                          f"(or --backend local) [{e}]") from e
-    return ray
 
 
 def get_backend(name: str, job: Job, workers: int = 1, address: str | None = None,

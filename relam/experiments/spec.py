@@ -53,7 +53,10 @@ __all__ = [
 ]
 
 SUITES = ("metaworld", "maniskill")
+#: the specs of a checkout
 SPEC_DIR = REPO_ROOT / "experiments"
+#: the same specs as installed with the package (pyproject.toml ships experiments/ as relam.specs)
+SHIPPED_SPEC_DIR = Path(__file__).resolve().parent.parent / "specs"
 Scale = Literal["smoke", "quick", "paper"]
 
 
@@ -521,23 +524,32 @@ def parse_spec(data: Any, source: str = "<spec>") -> Spec:
     return spec
 
 
+def spec_dirs() -> list[Path]:
+    """Where bare spec names are looked up, in order: the checkout's experiments/ (when relam runs
+    from a clone), then the specs installed with the package (when it does not)."""
+    return [d for d in (SPEC_DIR, SHIPPED_SPEC_DIR) if d.is_dir()]
+
+
 def find_spec(name_or_path: str | Path) -> Path:
-    """A spec file from a path or a bare name in experiments/ (``table4`` -> experiments/table4.yaml)."""
+    """A spec file from a path (absolute, or relative to the working directory) or a bare name
+    (``table4`` -> ``experiments/table4.yaml`` of the checkout, else of the installed package)."""
     p = Path(name_or_path)
     if p.is_file():
         return p
-    for cand in (SPEC_DIR / f"{name_or_path}.yaml", SPEC_DIR / f"{name_or_path}.yml", SPEC_DIR / str(name_or_path)):
-        if cand.is_file():
-            return cand
+    for d in spec_dirs():
+        for cand in (d / f"{name_or_path}.yaml", d / f"{name_or_path}.yml", d / str(name_or_path)):
+            if cand.is_file():
+                return cand
     close = difflib.get_close_matches(str(name_or_path), list_specs(), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise SpecError(f"no spec file {str(name_or_path)!r}: not a file, and not a name in {SPEC_DIR} "
-                    f"(known: {', '.join(list_specs()) or 'none'}){hint}")
+    where = " or ".join(str(d) for d in spec_dirs()) or f"{SPEC_DIR} (missing) or {SHIPPED_SPEC_DIR} (missing)"
+    raise SpecError(f"no spec file {str(name_or_path)!r}: not a file (from {Path.cwd()}), and not a name in "
+                    f"{where} (known: {', '.join(list_specs()) or 'none'}){hint}")
 
 
 def list_specs() -> list[str]:
-    """Names of the specs in experiments/."""
-    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+    """Names of the specs found by bare name (see :func:`spec_dirs`)."""
+    return sorted({p.stem for d in spec_dirs() for p in d.glob("*.yaml")})
 
 
 def load_spec(name_or_path: str | Path) -> Spec:

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from relam.perception.images import image_batch
+from relam.versions import import_extra
 
 __all__ = [
     "ImageEncoder",
@@ -306,8 +307,7 @@ class Dinov2Encoder:
                 raise MissingWeightsError(
                     f"DINOv2 weights not found at '{p}' (need config.json and model.safetensors "
                     f"or pytorch_model.bin there). {DINOV2_HINT}")
-            from transformers import Dinov2Model
-
+            Dinov2Model = import_extra("transformers", "pretrained", "the 'dinov2' encoder").Dinov2Model
             model = Dinov2Model.from_pretrained(str(p), local_files_only=True)
         self.model = model.eval()
         for q in self.model.parameters():

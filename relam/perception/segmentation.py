@@ -135,7 +135,10 @@ class EvfSamSegmenter:
 
     def _load(self) -> None:  # pragma: no cover - needs the weights
         import torch
-        from transformers import AutoTokenizer
+
+        from relam.versions import import_extra
+
+        AutoTokenizer = import_extra("transformers", "pretrained", "the 'evf-sam' segmenter").AutoTokenizer
 
         if self.model_type == "sam2":
             from evf_sam.model.evf_sam2 import EvfSam2Model as Model
