@@ -81,8 +81,9 @@ def tensorboard_logger(option: bool | str | os.PathLike | None, run_dir: str | o
 
 
 def log_scalars(logger: Any, prefix: str, values: Mapping[str, Any], step: int) -> None:
-    """Record the numbers of ``values`` as ``prefix/name`` and write them at ``step``."""
+    """Record the numbers of ``values`` (but ``step``, the x axis) as ``prefix/name`` and write
+    them at ``step``."""
     for name, value in values.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
             logger.record(f"{prefix}/{name}", float(value))
     logger.dump(step=int(step))

@@ -127,7 +127,8 @@ def test_tensorboard_logs_of_ppo_and_iql(tmp_path, monkeypatch):
               eval_episodes=2, seed=0, progress=False, tensorboard=True)
     acc, ppo = tags(tmp_path / "ppo" / "tensorboard")
     assert {"eval/success_rate", "eval/mean_stage", "train/loss", "rollout/ep_rew_mean"} <= ppo
-    assert [e.step for e in acc.Scalars("eval/success_rate")] == [0, 20, 40]
+    assert [e.step for e in acc.Scalars("eval/success_rate")] == [0, 20, 40] and "eval/step" not in ppo
+    assert len(acc.Scalars("train/loss")) == 2  # one per update: the last update's values are written too
 
     monkeypatch.setenv("RELAM_TENSORBOARD", "1")  # what `relam run --tensorboard` sets for its workers
     train_iql(tiny_dataset(), IQLSettings(**SMALL, epochs=2), tmp_path / "iql", eval_fn=lambda p: 0.5,

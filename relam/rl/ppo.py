@@ -551,6 +551,7 @@ def train_ppo(
     for e in eval_envs:
         e.close()
     if tb is not None:
+        tb.dump(step=int(model.num_timesteps))  # the last update's train/ values
         tb.close()
     last = eval_rows[-1] if eval_rows else {}
     return RunResult(
