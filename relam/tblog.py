@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from relam.versions import MissingExtraError
+
 __all__ = ["ENV_VAR", "EXTRA", "TensorBoardMissing", "log_scalars", "require_tensorboard",
            "tensorboard_available", "tensorboard_logger", "tensorboard_requested"]
 
@@ -26,7 +28,7 @@ INSTALL_HINT = (f"install the '{EXTRA}' extra: pip install 'relam[{EXTRA}]' "
                 f"(in a clone: .venv/bin/pip install -e '.[{EXTRA}]' -c constraints.txt)")
 
 
-class TensorBoardMissing(ImportError):
+class TensorBoardMissing(MissingExtraError):
     """TensorBoard logging was asked for, but the ``tensorboard`` package is not installed."""
 
 
