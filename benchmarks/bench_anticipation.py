@@ -20,7 +20,6 @@ import json
 import sys
 import time
 
-import numpy as np
 import torch
 
 from relam.anticipation import (

@@ -2,7 +2,7 @@
 
 Trains the temporal embedding on a task's demos and compares its approach score (similarity rising
 towards the next keyframe, on held-out demos) with raw pixels; with ``--generator`` also towards
-the subgoals a saved IS generator makes (``python -m baselines.image_subgoal TASK --save F``)::
+the subgoals a saved IS generator makes (``python benchmarks/bench_image_subgoal.py TASK --save F``)::
 
     python benchmarks/bench_embedding.py drawer-open-v3 --train 16 --test 4 --steps 400 \\
         --generator <IS model .pt>
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from baselines.embedding import PixelEmbedding, TemporalEmbedding, approach_score
-from baselines.image_subgoal import ImageSubgoalPlanner, SubgoalImageModel, calibrate_threshold
+from baselines.is_generator import SubgoalImageModel
+from baselines.is_reward import ImageSubgoalPlanner, calibrate_threshold
 from relam.demos import load_demos
 from relam.keypoints import KeypointSettings
 from relam.subgoals import build_subgoal_dataset
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=4, help="held-out demos (after the training ones)")
     p.add_argument("--steps", type=int, default=600, help="training steps")
     p.add_argument("--generator", default=None,
-                   help="a saved IS generator (.pt, python -m baselines.image_subgoal --save)")
+                   help="a saved IS generator (.pt, python benchmarks/bench_image_subgoal.py --save)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     torch.set_num_threads(1)

@@ -24,7 +24,6 @@ no evaluation start state is ever a demo's.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""Tests of baselines/image_subgoal.py: the IS generator (shapes, overfitting a few keyframes), the
-image stage reward (known answers), the wrapper, offline labelling and the Oracle planner."""
+"""Tests of the IS baseline (baselines/is_generator.py, is_reward.py, image_subgoal.py): the IS
+generator (shapes, overfitting a few keyframes), the image stage reward (known answers), the wrapper, offline labelling and the Oracle planner."""
 from types import SimpleNamespace
 
 import gymnasium as gym
@@ -8,19 +8,16 @@ import pytest
 import torch
 
 from baselines.embedding import PixelEmbedding, resize_images
-from baselines.image_subgoal import (
-    FlowSettings,
+from baselines.is_generator import FlowSettings, SubgoalImageModel, pixel_error, training_pairs
+from baselines.is_reward import (
     ImageRewardSettings,
     ImageSubgoalPlanner,
     ImageSubgoalReward,
     ImageSubgoalWrapper,
     OracleSubgoalPlanner,
-    SubgoalImageModel,
     calibrate_threshold,
     label,
     label_details,
-    pixel_error,
-    training_pairs,
 )
 from relam.reward import stage_reward
 
@@ -276,7 +273,7 @@ def _demo(values, seed=4, noisy=False, size=8):
 
 
 def test_offline_labeller_rewards_targets_and_dataset():
-    from baselines.image_subgoal import ImageSubgoalLabeller
+    from baselines.is_reward import ImageSubgoalLabeller
     from relam.offline import label_demos
 
     planner = _FixedPlanner([_img(1), _img(2)])
@@ -299,7 +296,7 @@ def test_offline_labeller_rewards_targets_and_dataset():
 
 def test_offline_labels_agree_with_the_wrapper_step_for_step():
     """What IQL trains on (labelled frames) is what the evaluation wrapper shows and pays."""
-    from baselines.image_subgoal import ImageSubgoalLabeller
+    from baselines.is_reward import ImageSubgoalLabeller
 
     values = [0, 3, 1, 1, 2]
     s = ImageRewardSettings(similarity_threshold=0.9)
@@ -320,7 +317,7 @@ def test_offline_labels_agree_with_the_wrapper_step_for_step():
 
 
 def test_oracle_labeller_uses_own_keyframes_for_expert_and_replays_noisy():
-    from baselines.image_subgoal import ImageSubgoalLabeller
+    from baselines.is_reward import ImageSubgoalLabeller
 
     rolled = []
 
@@ -344,7 +341,7 @@ def test_oracle_labeller_uses_own_keyframes_for_expert_and_replays_noisy():
 
 def test_iql_policy_trained_on_labels_acts_on_the_wrapper_observation():
     """The offline policy's input (image + embedding + target) is what the evaluation wrapper gives."""
-    from baselines.image_subgoal import ImageSubgoalLabeller
+    from baselines.is_reward import ImageSubgoalLabeller
     from relam.offline import label_demos
     from relam.rl.iql import IQLSettings, train_iql
 
