@@ -19,6 +19,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# relam first: it keeps the unmaintained gym package (and its banner) away from stable-baselines3,
+# which the baseline modules import
+import relam  # noqa: F401
+
 _EXPORTS = {
     "DACfO": "baselines.dacfo",
     "DiscriminatorEnsemble": "baselines.dacfo",

@@ -1,5 +1,6 @@
 """Tests of the IS baseline (baselines/is_generator.py, is_reward.py, image_subgoal.py): the IS
-generator (shapes, overfitting a few keyframes), the image stage reward (known answers), the wrapper, offline labelling and the Oracle planner."""
+generator (shapes, overfitting a few keyframes), the image stage reward (known answers), the
+wrapper, offline labelling and the Oracle planner."""
 from types import SimpleNamespace
 
 import gymnasium as gym

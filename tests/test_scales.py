@@ -10,7 +10,7 @@ def _tables():
     from baselines.dacfo import ONLINE_PHASE
     from baselines.diffusion_reward import FIT_STEPS
     from baselines.image_subgoal import SCALE_STEPS as IS_STEPS
-    from baselines.vlm_reward import SCALE_STEPS as VLM_STEPS
+    from baselines.vlm_training import SCALE_STEPS as VLM_STEPS
     from relam.anticipation import BUDGETS
 
     return [BUDGETS, ONLINE_PHASE, FIT_STEPS, IS_STEPS, VLM_STEPS]
