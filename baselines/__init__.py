@@ -5,11 +5,18 @@
 * :mod:`baselines.diffusion_reward` -- Diffusion Reward, conditional entropy of a video diffusion
   model + RND;
 * :mod:`baselines.image_subgoal` -- Image Subgoal (IS) and Oracle: generated / ground-truth subgoal
-  images, image-embedding similarity reward;
+  images, image-embedding similarity reward (the generator in :mod:`baselines.is_generator`, the
+  planners, reward, wrapper and labeller in :mod:`baselines.is_reward`, the embeddings in
+  :mod:`baselines.embedding`);
 * :mod:`baselines.vlm_reward` -- the related paper's VLM-style three-term reward (temporal,
-  progress, completion) refining a behaviour-cloning policy with PPO (``experiments/refine.yaml``);
-* :mod:`baselines.common` -- what they share: frame preprocessing, RND, the batched-reward
-  gymnasium wrapper and SB3 callback.
+  progress, completion) refining a behaviour-cloning policy with PPO (``experiments/refine.yaml``;
+  the reward models in :mod:`baselines.vlm_models`, their training, BC and the refinement PPO in
+  :mod:`baselines.vlm_training`);
+* :mod:`baselines.common` -- what the video-reward baselines share: frame preprocessing, RND, the
+  frame-reward-model interface, the batched-reward gymnasium wrapper and SB3 callback;
+* :mod:`baselines.runs` -- one Table 4 cell: PPO with a frame reward model, or the offline path;
+* :mod:`baselines.evaluation` -- reward measures before training: random-action videos, expert-vs-
+  random AUC, offline reward sanity.
 
 Imports are lazy (``from baselines import DACfO`` loads torch/diffusers only then), so importing
 the package, e.g. for another baseline module, stays cheap.

@@ -35,12 +35,13 @@ in ``train.csv`` (``model_reward_mean``) and plots it beside the success curve.
 ``wrap(env, per_step=True)`` instead calls the model every step (fine for DACfO's small CNN, no
 callback needed for rewards, but the discriminator still needs the callback to learn).
 
-**The ManiSkill (offline) rows** of every baseline go through :func:`offline_run`, the same path as
-ReLAM's offline runs: a labeller (``relam.offline.Labeller``; here :class:`ModelLabeller` over a
-reward model, or IS/Oracle's :class:`baselines.image_subgoal.ImageSubgoalLabeller`) labels the
-task's offline control set, IQL (:mod:`relam.rl.iql`) trains on it, and the policy is evaluated in
-the live env after every epoch.  ``python -m baselines.common PushCube-v1 PickCube-v1`` prints
-each baseline's mean labelled return of expert vs noisy trajectories (:func:`offline_reward_sanity`).
+**The ManiSkill (offline) rows** of every baseline go through :func:`baselines.runs.offline_run`,
+the same path as ReLAM's offline runs: a labeller (``relam.offline.Labeller``; here
+:class:`ModelLabeller` over a reward model, or IS/Oracle's
+:class:`baselines.is_reward.ImageSubgoalLabeller`) labels the task's offline control set, IQL
+(:mod:`relam.rl.iql`) trains on it, and the policy is evaluated in the live env after every epoch.
+``python benchmarks/bench_offline_sanity.py PushCube-v1 PickCube-v1`` prints each baseline's mean
+labelled return of expert vs noisy trajectories (:func:`baselines.evaluation.offline_reward_sanity`).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ import json
 import math
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -60,7 +61,6 @@ from torch import nn
 from relam.cache import atomic_torch_save, torch_bytes
 from relam.perception.images import image_batch, resize_images
 from relam.rl.ppo import MODEL_REWARD_PREFIX
-from relam.scales import SCALES
 
 __all__ = [
     "POLICY_IMAGE_SIZE",
@@ -72,14 +72,6 @@ __all__ = [
     "ModelLabeller",
     "VideoRewardWrapper",
     "RolloutRewardCallback",
-    "random_action_videos",
-    "expert_vs_random",
-    "ranking_auc",
-    "task_spec",
-    "ppo_with_model",
-    "online_run",
-    "offline_run",
-    "offline_reward_sanity",
 ]
 
 #: side of the policy's image observation (and of every frame a reward model sees before its own resize)
@@ -473,194 +465,3 @@ class RolloutRewardCallback(_callback_base()):
         for k, v in self.last_stats.items():
             self.logger.record(MODEL_REWARD_PREFIX + k, v)  # train_ppo's train.csv reads reward_mean
         self._items = []
-
-
-# ------------------------------------------------------------------------------- reference videos
-
-
-def random_action_videos(task: str, n: int, steps: int, seed: int = 0, cache: bool = True) -> list[np.ndarray]:
-    """``n`` videos (steps+1,H,W,3) of uniform random actions from seeded resets (the 'random' reference).
-
-    Env seeds ``seed*1000 + i``, action noise from ``default_rng(seed)``.  Rendering is
-    deterministic, so with ``cache`` the videos are kept under ``cache_dir()/baselines/`` and reused.
-    """
-    from relam.cache import atomic_save_npz, cache_dir, settings_hash
-    from relam.tasks import get_task
-
-    key = settings_hash({"task": get_task(task).to_dict(), "n": n, "steps": steps, "seed": seed, "v": 1})
-    path = cache_dir() / "baselines" / f"random-{get_task(task).name}-{key}.npz"
-    if cache and path.exists():
-        with np.load(path) as z:
-            return [z[f"v{i}"] for i in range(n)]
-    out = _random_action_videos(task, n, steps, seed)
-    if cache:
-        atomic_save_npz(path, **{f"v{i}": v for i, v in enumerate(out)})
-    return out
-
-
-def _random_action_videos(task: str, n: int, steps: int, seed: int) -> list[np.ndarray]:
-    from relam.tasks import make_env
-
-    env = make_env(task)
-    rng = np.random.default_rng(seed)
-    out = []
-    try:
-        for i in range(n):
-            obs, _ = env.reset(seed=seed * 1000 + i)
-            frames = [obs]
-            for _ in range(steps):
-                obs, *_ = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
-                frames.append(obs)
-            out.append(np.stack(frames))
-    finally:
-        env.close()
-    return out
-
-
-def expert_vs_random(model: FrameRewardModel, expert: Iterable[np.ndarray],
-                     random: Iterable[np.ndarray]) -> dict[str, float]:
-    """Per-step rewards of expert vs random videos (success reward not paid: pixels only).
-
-    ``auc`` is the probability that a random expert step out-scores a random random-action step
-    (ties count half): 0.5 = no order, 1 = every expert step above every random one.  Unlike a
-    mean gap it does not depend on the reward's scale, so trained and untrained models compare.
-    """
-    e = np.concatenate([model.reward(v) for v in expert])
-    r = np.concatenate([model.reward(v) for v in random])
-    return {"expert_mean": float(e.mean()), "random_mean": float(r.mean()),
-            "expert_std": float(e.std()), "random_std": float(r.std()), "auc": ranking_auc(e, r)}
-
-
-def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """P(pos > neg) + P(pos == neg)/2 over all pairs: the Mann-Whitney U of ``pos`` over its maximum."""
-    from scipy.stats import mannwhitneyu
-
-    pos, neg = np.asarray(pos, np.float64).ravel(), np.asarray(neg, np.float64).ravel()
-    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (len(pos) * len(neg)))
-
-
-# ------------------------------------------------------------------------------- one run of Table 4
-
-
-def require_image_input(ctx: Any, title: str) -> None:
-    """Image-only methods have no keypoints to give a points-only policy: say so, naming the field."""
-    if ctx.budget.policy_input != "image+points":
-        raise ValueError(
-            f"{title} learns from images only; the budget's policy_input={ctx.budget.policy_input!r} gives the "
-            "policy keypoints alone. Set policy_input: image+points in the spec's budget for this scale, or "
-            "compare points-only runs with ReLAM's own variants only"
-        )
-
-
-def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str | Path, train_steps: int,
-                   eval_every: int, eval_episodes: int, n_steps: int) -> Any:
-    """PPO on the run's task with ``model``'s reward: ``model.wrap(make_env(task))`` (image-only
-    observation, rewards filled in per rollout by ``model.callback()``, which also runs the model's
-    online update), evaluated on success as every other method.  Any suite: DACfO's offline rows
-    run it on ManiSkill for their discriminators (appendix A.4)."""
-    from relam.rl.ppo import train_ppo
-    from relam.tasks import make_env
-
-    spec = ctx.task_spec()
-    require_image_input(ctx, title)
-    ppo = ctx.ppo_settings(rollout=int(n_steps))
-
-    def env_fn(seed: int) -> gym.Env:
-        return model.wrap(make_env(spec, seed=seed))
-
-    return train_ppo(env_fn, ppo, Path(out_dir), int(train_steps), int(eval_every), int(eval_episodes), ctx.seed,
-                     progress=ctx.progress, title=f"{title} {spec.name} seed {ctx.seed}",
-                     callbacks=[model.callback(gamma=ppo.gamma)])
-
-
-def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
-    """Train PPO online on a Meta-World task with ``model``'s reward; the runner's ``RewardMethod.run`` body.
-
-    The env is ``model.wrap(make_env(task))`` (image-only observation, rewards filled in per rollout
-    by ``model.callback()``), evaluated on success as every other method (:func:`ppo_with_model`).
-    ManiSkill rows are offline: see :func:`offline_run`.
-    """
-    spec = ctx.task_spec()
-    if spec.suite != "metaworld":
-        raise ValueError(f"online_run: {spec.name} is an offline ({spec.suite}) task; use offline_run")
-    b = ctx.budget
-    return ppo_with_model(ctx, model, title, ctx.out_dir, b.train_steps, b.eval_every, b.eval_episodes,
-                          n_steps=max(64, min(2000, b.train_steps)))
-
-
-def offline_run(ctx: Any, labeller: Any, make_eval_env: Any, metrics: dict[str, float] | None = None) -> Any:
-    """The ManiSkill (offline) row of a baseline: :func:`relam.offline.run_offline`, the path ReLAM's
-    offline runs take too (label the control set -> IQL -> live evaluation).
-
-    The arguments are what each baseline's ``offline_labeller(ctx)`` returns; ``metrics`` (facts
-    about the reward model, e.g. its training steps) are added to the run's record.
-    """
-    from relam.offline import run_offline
-
-    res = run_offline(ctx, labeller, make_eval_env)
-    res.metrics.update(metrics or {})
-    return res
-
-
-# ------------------------------------------------------------------------------- measurement CLI
-
-#: the offline-labelling entry point of each baseline: method name -> (module, extra arguments)
-OFFLINE_LABELLERS = {"dacfo": ("baselines.dacfo", {}), "diffusion_reward": ("baselines.diffusion_reward", {}),
-                     "image_subgoal": ("baselines.image_subgoal", {}),
-                     "oracle": ("baselines.image_subgoal", {"ground_truth": True})}
-
-
-def offline_reward_sanity(task: str, method: str, n_demos: int = 10, scale: str = "smoke", seed: int = 0,
-                          progress: bool = True) -> dict[str, float]:
-    """Label ``n_demos`` expert + ``n_demos`` noisy offline trajectories of ``task`` with ``method``'s
-    labeller (its reward model trained on ``n_demos`` expert videos at ``scale``) and return
-    :func:`relam.offline.reward_sanity` (mean labelled return of expert vs noisy, Spearman with
-    ManiSkill's dense reward, ...).  No IQL, no evaluation: is the reward ordered before training?"""
-    import importlib
-
-    from relam.cache import cache_dir
-    from relam.methods import Budget, RunContext, settings_model
-    from relam.offline import label_offline_dataset, reward_sanity
-
-    if method not in OFFLINE_LABELLERS:
-        raise ValueError(f"method {method!r}: choose one of {sorted(OFFLINE_LABELLERS)}")
-    module, extra = OFFLINE_LABELLERS[method]
-    ctx = RunContext(task=task, method=method, settings=settings_model(method)(), seed=seed,
-                     budget=Budget(train_steps=1, eval_every=1, eval_episodes=1, n_demos=n_demos), scale=scale,
-                     out_dir=cache_dir() / "baselines" / "offline-sanity" / f"{task}-{method}-{scale}-n{n_demos}-s{seed}",
-                     progress=progress)
-    labeller, _, metrics = importlib.import_module(module).offline_labeller(ctx, **extra)
-    try:
-        ds = label_offline_dataset(task, labeller, n=2 * n_demos, progress=progress)
-    finally:
-        close = getattr(getattr(labeller, "planner", None), "close", None)
-        if callable(close):
-            close()
-    return {"task": task, "method": method, "scale": scale, **metrics, **reward_sanity(ds)}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m baselines.common",
-                                description="Offline reward sanity of the baselines on ManiSkill: mean labelled "
-                                            "return of expert vs noisy trajectories of the offline control set.")
-    p.add_argument("tasks", nargs="+", help="offline tasks, e.g. PushCube-v1 PickCube-v1")
-    p.add_argument("--methods", nargs="+", default=sorted(OFFLINE_LABELLERS), choices=sorted(OFFLINE_LABELLERS))
-    p.add_argument("-n", type=int, default=10, help="expert videos to learn from = expert (and noisy) trajectories labelled")
-    p.add_argument("--scale", default="smoke", choices=SCALES, help="budget of the learned parts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    torch.set_num_threads(1)
-    for task in a.tasks:
-        for m in a.methods:
-            st = offline_reward_sanity(task, m, a.n, a.scale, a.seed, progress=not a.quiet)
-            keys = ("task", "method", "return_expert", "return_noisy", "return_noisy_success", "return_noisy_failure",
-                    "n_noisy_success", "n_noisy_failure", "spearman_return", "spearman_step")
-            print(json.dumps({k: st.get(k) for k in keys}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

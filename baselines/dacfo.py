@@ -273,7 +273,7 @@ def online_discriminators(ctx: Any) -> tuple[Path, dict[str, float]]:
     """Run DACfO online on the run's task and return the folder of its discriminator checkpoints.
 
     PPO on ``DACfO.wrap(make_env(task))`` with the discriminator learning from each rollout
-    (:func:`baselines.common.ppo_with_model`), the expert transitions from ``budget.n_demos``
+    (:func:`baselines.runs.ppo_with_model`), the expert transitions from ``budget.n_demos``
     videos; each update saves a checkpoint and only the newest ``keep_checkpoints`` (10) stay in
     ``out_dir/discriminators``.  Resumable: PPO continues from ``out_dir/online``, the
     discriminator from its newest checkpoint, and a finished phase is not run again.
@@ -281,7 +281,7 @@ def online_discriminators(ctx: Any) -> tuple[Path, dict[str, float]]:
     """
     from relam.cache import atomic_write_json, read_json
 
-    from baselines.common import ppo_with_model
+    from baselines.runs import ppo_with_model
 
     phase = ONLINE_PHASE[ctx.scale]
     steps, rollout, d_steps = phase.env_steps, phase.rollout, phase.disc_steps
@@ -300,7 +300,7 @@ def online_discriminators(ctx: Any) -> tuple[Path, dict[str, float]]:
 
 def offline_labeller(ctx: Any) -> tuple[Any, Any, dict[str, float]]:
     """The ManiSkill row's labelling: (labeller, make_eval_env, metrics) for
-    :func:`baselines.common.offline_run` -- the ensemble of the last 10 discriminators of the
+    :func:`baselines.runs.offline_run` -- the ensemble of the last 10 discriminators of the
     online phase (:func:`online_discriminators`), the plain task env (image only) to evaluate in."""
     from relam.tasks import make_env
 
@@ -331,7 +331,7 @@ class DACfOMethod(RewardMethod):
     version = "1"
 
     def run(self, ctx):
-        from baselines.common import offline_run, online_run
+        from baselines.runs import offline_run, online_run
 
         if ctx.task_spec().suite != "metaworld":
             return offline_run(ctx, *offline_labeller(ctx))

@@ -296,7 +296,7 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
 
 def offline_labeller(ctx: Any) -> tuple[Any, Any, dict[str, float]]:
     """The ManiSkill row's labelling: (labeller, make_eval_env, metrics) for
-    :func:`baselines.common.offline_run` -- the task's trained video model with a fresh RND (seed
+    :func:`baselines.runs.offline_run` -- the task's trained video model with a fresh RND (seed
     ``ctx.seed``) fitted on the offline set before labelling (:meth:`DiffusionReward.prepare_offline`),
     the plain task env (image only) to evaluate in."""
     from relam.tasks import make_env
@@ -324,7 +324,7 @@ class DiffusionRewardMethod(RewardMethod):
     version = "1"
 
     def run(self, ctx):
-        from baselines.common import offline_run, online_run
+        from baselines.runs import offline_run, online_run
 
         if ctx.task_spec().suite != "metaworld":
             return offline_run(ctx, *offline_labeller(ctx))

@@ -152,7 +152,7 @@ class PolicyAdapter(gym.ObservationWrapper):
 
 def offline_labeller(ctx: Any, ground_truth: bool = False) -> tuple["ImageSubgoalLabeller", Any, dict[str, float]]:
     """The ManiSkill row's labelling (appendix A.4: "for IS and Oracle baseline, we assign rewards in
-    the same way to ReLAM"): (labeller, make_eval_env, metrics) for :func:`baselines.common.offline_run`.
+    the same way to ReLAM"): (labeller, make_eval_env, metrics) for :func:`baselines.runs.offline_run`.
 
     IS: subgoal images generated from each trajectory's first frame; Oracle (``ground_truth``):
     the expert's own keyframes, or the expert replayed from a noisy trajectory's seed.  Both use
@@ -193,7 +193,7 @@ class _ImageSubgoalMethod(RewardMethod):
 
     def _offline(self, ctx: RunContext, gt: bool) -> RunResult:
         """ManiSkill: label the offline set, IQL, evaluate (:func:`offline_labeller`)."""
-        from baselines.common import offline_run
+        from baselines.runs import offline_run
 
         labeller, make_eval_env, metrics = offline_labeller(ctx, gt)
         try:
@@ -205,7 +205,7 @@ class _ImageSubgoalMethod(RewardMethod):
 
     def _online(self, ctx: RunContext, gt: bool) -> RunResult:
         """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""
-        from baselines.common import require_image_input
+        from baselines.runs import require_image_input
         from relam.rl.ppo import train_ppo
         from relam.tasks import make_env
 

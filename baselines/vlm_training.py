@@ -49,7 +49,7 @@ def learned_reward_model(task: str, n_demos: int, scale: str = "quick", progress
     cached under ``cache_dir()/vlm_reward/<task>/<hash of its settings>/reward_model.pt``."""
     from filelock import FileLock
 
-    from baselines.common import random_action_videos
+    from baselines.evaluation import random_action_videos
     from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from baselines.common import expert_vs_random, random_action_videos
+from baselines.evaluation import expert_vs_random, random_action_videos
 from baselines.dacfo import DACfO
 from baselines.diffusion_reward import DiffusionReward
 from relam.cache import atomic_write_json, cache_dir

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from baselines.common import random_action_videos
+from baselines.evaluation import random_action_videos
 from baselines.vlm_models import LearnedRewardConfig, LearnedRewardModel, pair_directions, query_seconds
 from baselines.vlm_training import RANDOM_VIDEO_STEPS
 from relam.demos import load_demos

@@ -27,7 +27,7 @@ def _one_torch_thread():
 def videos():
     """Drawer-open: 5 expert demos (3 to train, 2 held out) and 4 random-action videos
     (2 'policy', 2 held out), shared by the reward-model baseline tests."""
-    from baselines.common import random_action_videos
+    from baselines.evaluation import random_action_videos
     from relam.demos import load_demos
 
     expert = [d.frames for d in load_demos("drawer-open-v3", n=5)]

@@ -1,4 +1,5 @@
-"""DACfO discriminator reward, its checkpoint ensemble, and the shared baseline plumbing (baselines.common)."""
+"""DACfO discriminator reward, its checkpoint ensemble, and the shared baseline plumbing (baselines.common,
+baselines.evaluation)."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.common import (RolloutRewardCallback, expert_vs_random, random_action_videos, ranking_auc,
-                              to_policy_images, transition_items)
+from baselines.common import RolloutRewardCallback, to_policy_images, transition_items
+from baselines.evaluation import expert_vs_random, random_action_videos, ranking_auc
 from baselines.dacfo import DACfO, DiscriminatorEnsemble, logit_reward
 
 TASK = "drawer-open-v3"
