@@ -1,0 +1,101 @@
+"""Imports go one way: no import cycle (module-level or inside a function) through the modules
+listed in ACYCLIC. Widen the list as the remaining cycles of the core are removed: today the
+library tools' CLIs (``relam.demos``, ``relam.subgoals``, ``relam.overlay``, ``relam.anticipation``
+``main``) import ``relam.cli`` for its parser helpers while ``relam.cli`` runs them, and
+``relam.methods`` and ``relam.rl.ppo`` import each other."""
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+from relam.cache import REPO_ROOT
+
+PACKAGES = ("relam", "baselines")
+#: module-name prefixes that must be on no cycle
+ACYCLIC = ("baselines", "relam.experiments.backends", "relam.perception", "relam.scales", "relam.versions",
+           "relam.keypoints", "relam.keyframes", "relam.regression")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for p in (REPO_ROOT / pkg).rglob("*.py"):
+            parts = p.relative_to(REPO_ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports anywhere in its file."""
+    mods = _modules()
+
+    def owner(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for n in names:
+                t = owner(n)
+                if t and t != m and not m.startswith(t + "."):  # a package's own __init__ is no cycle
+                    graph[m].add(t)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        for v in graph:
+            if v not in index:
+                visit(v)
+    finally:
+        sys.setrecursionlimit(limit)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_through_the_acyclic_modules():
+    bad = [c for c in cycles(import_graph()) if any(m == p or m.startswith(p + ".") for m in c for p in ACYCLIC)]
+    assert not bad, ("import cycles (imports must go one way: tasks -> demos -> subgoals -> anticipation -> "
+                     f"rewards -> agents -> methods -> harness -> cli): {bad}")
