@@ -5,6 +5,7 @@
     relam table SPEC [--scale S] [--out DIR]
     relam plot SPEC [--scale S] [--out DIR]
     relam report SPEC [--scale S] [--out DIR]
+    relam gif SPEC [--scale S] [--task T] [--method M] [--seed N] [--episodes K] [--out F.gif]
     relam export OUT.tar.gz [SPEC --scale S]
     relam import IN.tar.gz
 
@@ -514,6 +515,49 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_gif(p: argparse.ArgumentParser) -> None:
+    _spec_arg(p)
+    _scale_arg(p)
+    p.add_argument("--task", default=None, help="a Meta-World task of the spec (default: its first)")
+    p.add_argument("--method", default=None, help="a ReLAM column of the spec, by label (default: its first)")
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scale's first)")
+    p.add_argument("--episodes", type=_positive_int, default=1,
+                   help="evaluation episodes to play (the run's own evaluation seeds, in order)")
+    p.add_argument("--px", type=_positive_int, default=3, help="enlargement of the 128 px frames")
+    p.add_argument("--fps", type=_positive_int, default=20, help="frames a second")
+    p.add_argument("--out", default=None,
+                   help="the GIF (default <cache>/reports/<spec>/<scale>/policy/<task>__<method>__seed<N>.gif, "
+                        "where `relam report` finds it)")
+
+
+def cmd_gif(args: argparse.Namespace) -> int:
+    """GIF of a trained ReLAM policy: evaluation episodes with its keypoints, subgoals and stage drawn."""
+    from pathlib import Path
+
+    from relam.cache import unwritable
+    from relam.experiments import load_spec
+    from relam.experiments.reports import report_dir
+    from relam.policy_gif import PolicyGifError, policy_gif
+
+    spec = load_spec(args.spec)
+    out_dir = Path(args.out).parent if args.out is not None else report_dir(spec, args.scale)
+    bad = unwritable([out_dir])
+    if bad is not None:
+        raise UsageError(f"{out_dir} is not writable ({bad} is read-only)",
+                         fix="pass --out F.gif in a folder you can write to")
+    try:
+        path, eps, run = policy_gif(spec, args.scale, task=args.task, label=args.method, seed=args.seed,
+                                    out=args.out, episodes=args.episodes, scale_px=args.px, fps=args.fps)
+    except PolicyGifError as e:
+        raise UsageError(str(e), fix=e.fix) from None
+    for ep in eps:
+        print(f"  episode seed {ep.seed}: {'success' if ep.success else 'no success'}, stage {ep.stage}/"
+              f"{ep.n_subgoals}, {ep.length} steps, return {ep.ret:.1f}")
+    print(f"{spec.name} [{args.scale}] {run.task} / {run.label} / seed {run.seed} (run {run.key})")
+    print(f"written: {path}")
+    return 0
+
+
 def setup_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT.tar.gz", help="the archive to write")
     p.add_argument("spec", nargs="?", default=None,
@@ -561,6 +605,7 @@ add_subcommand("status", setup_status, cmd_status)
 add_subcommand("table", setup_table, cmd_table)
 add_subcommand("plot", setup_plot, cmd_plot)
 add_subcommand("report", setup_report, cmd_report)
+add_subcommand("gif", setup_gif, cmd_gif)
 add_subcommand("export", setup_export, cmd_export)
 add_subcommand("import", setup_import, cmd_import)
 

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from relam.cache import atomic_write_bytes
 from relam.keyframes import turning_angles
 from relam.keypoints import KeypointSettings
 
-__all__ = ["overlay_png", "overlay_gif", "main"]
+__all__ = ["draw_policy_frame", "gif_bytes", "overlay_png", "overlay_gif", "main"]
 
 _COLORS = np.array([
     [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -97,11 +98,103 @@ def overlay_png(demo: Any, seq: Any, out: str | Path, settings: KeypointSettings
     return out
 
 
+def _canvas(frame: np.ndarray, scale: int) -> np.ndarray:
+    """``frame`` enlarged ``scale`` times (nearest neighbour: the pixels the keypoints live on)."""
+    import cv2
+
+    return np.ascontiguousarray(cv2.resize(np.asarray(frame, dtype=np.uint8), None, fx=scale, fy=scale,
+                                           interpolation=cv2.INTER_NEAREST))
+
+
+def _px(uv: np.ndarray, scale: int) -> np.ndarray:
+    """Pixel coordinates (u, v) of the original frame -> integer points on a ``scale``-times canvas
+    (pixel centres stay centres)."""
+    return np.rint((np.asarray(uv, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.int32)
+
+
+def _dot(img: np.ndarray, center: Any, color: Any, ring: tuple[int, int, int] = (0, 0, 0), radius: int = 4) -> None:
+    """A keypoint: a filled disc in its colour with a thin ring (white: an object point)."""
+    import cv2
+
+    center = tuple(int(v) for v in center)
+    cv2.circle(img, center, radius, tuple(int(v) for v in color), -1, cv2.LINE_AA)
+    cv2.circle(img, center, radius + 1, ring, 1, cv2.LINE_AA)
+
+
+def _cross(img: np.ndarray, center: Any, color: Any, size: int = 14) -> None:
+    """A subgoal keypoint: a tilted cross in its colour, outlined in black."""
+    import cv2
+
+    center = tuple(int(v) for v in center)
+    cv2.drawMarker(img, center, (0, 0, 0), cv2.MARKER_TILTED_CROSS, size + 2, 5, cv2.LINE_AA)
+    cv2.drawMarker(img, center, tuple(int(v) for v in color), cv2.MARKER_TILTED_CROSS, size, 2, cv2.LINE_AA)
+
+
+def _text_box(img: np.ndarray, lines: list[tuple[str, tuple[int, int, int]]], corner: str = "top-left") -> None:
+    """Lines of text on a dark box in a corner of ``img`` (each line in its own colour)."""
+    import cv2
+
+    font, size, thick, pad, step = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1, 4, 15
+    width = max(cv2.getTextSize(t, font, size, thick)[0][0] for t, _ in lines) + 2 * pad
+    height = step * len(lines) + pad
+    x0 = 0 if corner.endswith("left") else img.shape[1] - width
+    y0 = 0 if corner.startswith("top") else img.shape[0] - height
+    box = img[y0:y0 + height, x0:x0 + width]
+    box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
+    for i, (text, color) in enumerate(lines):
+        cv2.putText(img, text, (x0 + pad, y0 + step * (i + 1) - 3), font, size, color, thick, cv2.LINE_AA)
+
+
+def _legend(img: np.ndarray) -> None:
+    """Bottom-right key of :func:`draw_policy_frame`'s markers: a disc = a keypoint now, a cross = its target."""
+    import cv2
+
+    w, h, y0 = 86, 34, img.shape[0] - 34
+    box = img[y0:, img.shape[1] - w:]
+    box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
+    x = img.shape[1] - w + 10
+    _dot(img, (x, y0 + 9), (200, 200, 200), radius=4)
+    _cross(img, (x, y0 + 25), (200, 200, 200), size=10)
+    for y, text in ((y0 + 13, "keypoint"), (y0 + 29, "target")):
+        cv2.putText(img, text, (x + 12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+#: colours every GIF's palette holds exactly: the keypoints' and the text's (see :func:`gif_bytes`)
+_EXACT_COLORS = np.concatenate([_COLORS, np.array([[255, 255, 255], [0, 0, 0], [200, 200, 200], [120, 255, 120],
+                                                   [255, 170, 170], [255, 0, 0]], dtype=np.uint8)])
+
+
+def gif_bytes(frames: list[np.ndarray], fps: float = 10.0) -> bytes:
+    """An animated, looping GIF of ``frames`` (H, W, 3 uint8), ``fps`` frames a second.
+
+    One palette for all frames: the drawing colours exactly (a per-frame median cut turns the small
+    keypoint discs into the scene's nearest tones), the rest from a median cut of a sample of frames;
+    no dithering, so the markers stay flat."""
+    import io
+
+    from PIL import Image
+
+    frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError("gif_bytes: no frames")
+    n_scene = 256 - len(_EXACT_COLORS)
+    sample = np.concatenate([f.reshape(-1, 3) for f in frames[::max(1, len(frames) // 8)]])
+    scene = Image.fromarray(sample[None]).quantize(n_scene, method=Image.Quantize.MEDIANCUT)
+    colours = (scene.getpalette() or [])[:3 * n_scene]
+    colours += [0] * (3 * n_scene - len(colours)) + _EXACT_COLORS.reshape(-1).tolist()
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(colours)
+    images = [Image.fromarray(f).quantize(palette=palette, dither=Image.Dither.NONE) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000.0 / fps),
+                   loop=0)
+    return buf.getvalue()
+
+
 def overlay_gif(demo: Any, seq: Any, out: str | Path, scale: int = 3, trail: int = 15,
                 fps: int = 10) -> Path:
     """Every frame with the keypoints and their recent trail; keyframes get a red border."""
     import cv2
-    import imageio.v2 as imageio
 
     frames = np.asarray(demo.frames)
     tracks = np.asarray(seq.tracks, dtype=np.float64)
@@ -109,17 +202,13 @@ def overlay_gif(demo: Any, seq: Any, out: str | Path, scale: int = 3, trail: int
     on_obj = np.asarray(seq.on_object) if seq.on_object is not None else np.zeros(tracks.shape[1], bool)
     out_frames = []
     for t in range(len(frames)):
-        img = cv2.resize(frames[t], None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        img = np.ascontiguousarray(img)
+        img = _canvas(frames[t], scale)
         for i in range(tracks.shape[1]):
             c = tuple(int(v) for v in _color(i))
-            lo = max(0, t - trail)
-            pts = np.rint((tracks[lo:t + 1, i] + 0.5) * scale - 0.5).astype(np.int32)
+            pts = _px(tracks[max(0, t - trail):t + 1, i], scale)
             if len(pts) > 1:
                 cv2.polylines(img, [pts.reshape(-1, 1, 2)], False, c, 1, cv2.LINE_AA)
-            center = tuple(int(v) for v in pts[-1])
-            cv2.circle(img, center, 4, c, -1, cv2.LINE_AA)
-            cv2.circle(img, center, 5, (255, 255, 255) if on_obj[i] else (0, 0, 0), 1, cv2.LINE_AA)
+            _dot(img, pts[-1], c, (255, 255, 255) if on_obj[i] else (0, 0, 0))
         if t in steps:
             cv2.rectangle(img, (0, 0), (img.shape[1] - 1, img.shape[0] - 1), (255, 0, 0), 4)
         cv2.putText(img, f"t={t}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
@@ -127,10 +216,48 @@ def overlay_gif(demo: Any, seq: Any, out: str | Path, scale: int = 3, trail: int
         out_frames.append(img)
         if t in steps:  # hold keyframes a little longer
             out_frames.extend([img] * 3)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(out, out_frames, duration=1.0 / fps, loop=0)
-    return out
+    return atomic_write_bytes(out, gif_bytes(out_frames, fps))
+
+
+def draw_policy_frame(frame: np.ndarray, keypoints: np.ndarray, plan: np.ndarray, stage: int,
+                      success: bool, step: int, scale: int = 3, title: str | None = None) -> np.ndarray:
+    """One frame of a policy rollout: the current keypoints, the subgoals and the stage.
+
+    ``keypoints`` (N, 2) and ``plan`` (1 + S, N, 2, the initial keypoints then the S subgoals) are
+    pixel coordinates of ``frame``; ``stage`` counts the subgoals reached, so the target is subgoal
+    ``min(stage, S - 1)``. Each keypoint has its colour: a filled disc where it is now, a thin line
+    through its S subgoals (the plan), small rings on the subgoals not yet reached, and a cross on
+    the current target joined to the disc by a line. The bottom-left corner holds ``title``, the
+    step, the stage (``stage k/S``) and whether the episode has succeeded; the bottom-right corner
+    the key of the markers.
+    """
+    import cv2
+
+    plan = np.asarray(plan, dtype=np.float64)
+    subgoals = plan[1:]
+    n_sub = len(subgoals)
+    target = min(int(stage), n_sub - 1)
+    img = _canvas(frame, scale)
+    kp = _px(keypoints, scale)
+    goals = _px(subgoals, scale)  # (S, N, 2)
+    for i in range(kp.shape[0]):
+        c = tuple(int(v) for v in _color(i))
+        dim = tuple(int(v) // 2 + 64 for v in _color(i))
+        cv2.polylines(img, [np.ascontiguousarray(goals[:, i]).reshape(-1, 1, 2)], False, dim, 1, cv2.LINE_AA)
+        for j in range(target + 1, n_sub):  # subgoals still ahead
+            cv2.circle(img, tuple(int(v) for v in goals[j, i]), 3, dim, 1, cv2.LINE_AA)
+        g = tuple(int(v) for v in goals[target, i])
+        if stage < n_sub:
+            cv2.line(img, tuple(int(v) for v in kp[i]), g, c, 1, cv2.LINE_AA)
+        _cross(img, g, c)
+        _dot(img, kp[i], c, radius=5)
+    lines = [(title, (255, 255, 255))] if title else []
+    lines += [(f"t={step}   stage {min(int(stage), n_sub)}/{n_sub}",
+               (255, 255, 255) if stage < n_sub else (120, 255, 120)),
+              ("success" if success else "no success yet", (120, 255, 120) if success else (255, 170, 170))]
+    _text_box(img, lines, "bottom-left")
+    _legend(img)
+    return img
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,6 +8,8 @@ one file to mail or attach), the spec's claims and the paper's numbers judged pa
 status, success, wall time and finish time, the commit it ran at, the machine (host, CPU, memory,
 GPU) and the package versions (one table of the distinct version sets, each run naming its set).
 The table and curve files are written beside ``report.html`` as by ``relam table`` / ``relam plot``.
+When the spec has ReLAM runs on Meta-World, the page also embeds the GIFs of their trained policies
+that ``relam gif`` wrote (:mod:`relam.policy_gif`), after the curves.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from relam.cache import atomic_write_bytes
+from relam.cache import atomic_write_bytes, read_json
 from relam.experiments.reports import (evaluate_claims, render_curves, render_table, report_dir,
                                        table_rows)
 from relam.experiments.runner import spec_status
@@ -36,6 +38,7 @@ th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}tr.suite td{background:#e8eef7;font-weight:600}tr.iqm td{font-style:italic}
 .pass{background:#d9f2d9}.fail{background:#f7d4d4}.nc{background:#eee}.inc{background:#fbefc8}
 .meta{color:#555;font-size:13px}code{font-size:12px}img{max-width:100%;border:1px solid #ddd}
+figure{display:inline-block;vertical-align:top;max-width:440px;margin:8px 16px 8px 0}
 """
 _VERDICT_CLASS = {"pass": "pass", "fail": "fail", "not checked": "nc", "incomplete": "inc"}
 
@@ -124,6 +127,60 @@ def _provenance(spec: Spec, scale: str, store: ResultStore | None) -> tuple[str,
     return runs + "\n<h3>Package versions</h3>\n" + versions, n
 
 
+def _policy_gifs(spec: Spec, scale: str, out: Path, store: ResultStore | None) -> str:
+    """The section of the trained policies' GIFs (``relam gif``): each GIF found for a finished
+    ReLAM run of the spec, in the page's folder or the spec's default reports folder, embedded when
+    its ``.json`` names the cell's current run key; a GIF of another run is named, not shown."""
+    from relam.policy_gif import GIF_METHODS, default_gif_path
+
+    roots = list(dict.fromkeys([out, report_dir(spec, scale)]))
+    shown, stale, cells = [], [], 0
+    for run, rec in spec_status(spec, scale, store):
+        if run.method not in GIF_METHODS or spec.suite_of(run.task) != "metaworld":
+            continue
+        cells += 1
+        if rec is None or rec.get("status") != "ok":
+            continue
+        for root in roots:
+            gif = default_gif_path(spec, scale, run.task, run.label, run.seed, root=root)
+            meta_path = gif.with_suffix(".json")
+            if not (gif.exists() and meta_path.exists()):
+                continue
+            try:
+                meta = read_json(meta_path)
+            except (OSError, ValueError):  # unreadable: treated as a GIF of another run
+                meta = {}
+            what = f"{_e(spec.task_label(run.task))} / {_e(run.label)} / seed {_e(run.seed)}"
+            if meta.get("key") != run.key:
+                stale.append(f"<li>{what}: <code>{_e(gif)}</code> shows run <code>{_e(meta.get('key'))}</code>, "
+                             f"not this cell's run <code>{run.key}</code>; remake it with <code>relam gif "
+                             f"{_e(spec.name)} --scale {_e(scale)} --task {_e(run.task)} --method "
+                             f"'{_e(run.label)}' --seed {_e(run.seed)}</code></li>")
+                continue
+            eps = "; ".join(f"episode seed {e['seed']}: {'success' if e['success'] else 'no success'}, stage "
+                            f"{e['stage']}/{e['n_subgoals']}, {e['length']} steps" for e in meta.get("episodes", []))
+            b64 = base64.b64encode(gif.read_bytes()).decode()
+            shown.append(f"<figure><img alt=\"{what}\" src=\"data:image/gif;base64,{b64}\">"
+                         f"<figcaption class=meta>{what} (run <code>{run.key}</code>, checkpoint at "
+                         f"{_e(meta.get('checkpoint_steps'))} env steps, made {_e(meta.get('made_at'))}): "
+                         f"{_e(eps)}; the run's final evaluation: {100 * rec['success']:.1f}% success</figcaption>"
+                         "</figure>")
+            break
+    if not cells:
+        return ""
+    intro = ("<p class=meta>The final policy of each run, acting deterministically on the run's own "
+             "evaluation episodes. Discs: the current keypoints; crosses: the subgoal each keypoint is "
+             "heading for, joined to it by a line; thin lines and rings: the subgoals of the plan still "
+             "ahead; bottom left: step, subgoals reached and success.</p>")
+    parts = ["<h2>The trained policy</h2>", intro, *shown]
+    if not shown:
+        parts.append(f"<p>No GIF yet: <code>relam gif {_e(spec.name)} --scale {_e(scale)}</code> makes one "
+                     "from a finished ReLAM run's checkpoint.</p>")
+    if stale:
+        parts.append("<p>GIFs of other runs (not shown):</p><ul>" + "".join(stale) + "</ul>")
+    return "\n".join(parts)
+
+
 def render_page(spec: Spec, scale: str, store: ResultStore | None = None, out_dir: str | Path | None = None,
                 reps: int = 2000) -> PageReport:
     """Write ``report.html`` (plus ``table.*`` and ``curves.png``) into ``out_dir`` (default: the
@@ -151,6 +208,7 @@ def render_page(spec: Spec, scale: str, store: ResultStore | None = None, out_di
         "<h2>Learning curves</h2>",
         "<p class=meta>Mean over seeds with a 95% bootstrap band; dashed: the paper's final value.</p>",
         f'<img alt="learning curves" src="data:image/png;base64,{base64.b64encode(png).decode()}">',
+        _policy_gifs(spec, scale, out, store),
         "<h2>Claims</h2>",
         f"<p class=meta>The spec's claims, then one per paper number (within the spec's tolerance at "
         f"scale {_e(scale)}), judged as the reproduction tests judge them.</p>",

@@ -10,6 +10,7 @@ looked at while a sweep is still running.
 """
 from __future__ import annotations
 
+import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from relam.experiments.runner import spec_status
 from relam.experiments.spec import Spec
 from relam.experiments.store import ResultStore
 
-__all__ = ["ClaimVerdict", "TableReport", "collect", "curve_data", "evaluate_claims", "iqm_intervals",
-           "render_curves", "render_table", "report_dir", "table_frame", "table_rows"]
+__all__ = ["ClaimVerdict", "TableReport", "claim_cells", "collect", "curve_data", "evaluate_claims", "iqm_intervals",
+           "judge_claim", "render_curves", "render_table", "report_dir", "table_frame", "table_rows"]
 
 SUITE_TITLES = {"metaworld": "Meta-World Environments", "maniskill": "ManiSkill Environments"}
 MISSING = "—"
@@ -291,7 +292,8 @@ def render_curves(spec: Spec, scale: str, store: ResultStore | None = None,
         ax.grid(alpha=0.3)
         if any_line:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{spec.title} (scale: {scale})", fontsize=10)
+    # wrapped to the figure's width: a one-panel figure is narrower than most titles
+    fig.suptitle(textwrap.fill(f"{spec.title} (scale: {scale})", width=max(30, int(4.2 * n * 12))), fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -334,9 +336,12 @@ def _judge(checks: list[tuple[str, str, str, str]], means: dict[tuple[str, str],
 
 
 def _claim_checks(spec: Spec, claim) -> list[tuple[str, str, str, str]]:
-    """A claim as (task, relation, label a, label b) comparisons (see :func:`_judge`)."""
-    from relam.experiments.spec import BestClaim, CloseClaim, OrderingClaim
+    """A claim as (task, relation, label a, label b) comparisons (see :func:`_judge`); a
+    :class:`~relam.experiments.spec.CellClaim` is one ``paper`` comparison (b: the paper's number)."""
+    from relam.experiments.spec import BestClaim, CellClaim, CloseClaim, OrderingClaim
 
+    if isinstance(claim, CellClaim):
+        return [(claim.task, "paper", claim.label, str(claim.paper))]
     out = []
     for t in claim.tasks or spec.tasks:
         if isinstance(claim, OrderingClaim):
@@ -348,31 +353,40 @@ def _claim_checks(spec: Spec, claim) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def evaluate_claims(spec: Spec, scale: str, cells: pd.DataFrame) -> list[ClaimVerdict]:
-    """The spec's claims, then one per paper number (within the spec's tolerance), each judged on
-    the cells of :func:`table_frame` -- as the reproduction tests judge them."""
+def claim_cells(spec: Spec, claim) -> list[tuple[str, str]]:
+    """The (task, label) cells whose runs a claim (a spec claim or a paper number's
+    :class:`~relam.experiments.spec.CellClaim`) is judged on, in order."""
+    return list(dict.fromkeys((t, lab) for t, rel, a, b in _claim_checks(spec, claim)
+                              for lab in ((a,) if rel == "paper" else (a, b))))
+
+
+def judge_claim(spec: Spec, scale: str, claim, cells: pd.DataFrame) -> ClaimVerdict:
+    """One claim (a spec claim within its margin, or a paper number's CellClaim within the spec's
+    tolerance) judged on the cells of :func:`table_frame` at ``scale``: the one judge of claims, for
+    the report page and the reproduction tests alike (see :class:`ClaimVerdict`)."""
+    from relam.experiments.spec import CellClaim
+
     by_cell = cells.set_index(["task", "label"])
-    todo = [(c.id, c.text, _claim_checks(spec, c), c.margin.at(scale)) for c in spec.claims]
-    todo += [(c.id, c.text, [(c.task, "paper", c.label, str(c.paper))], spec.tolerance.at(scale))
-             for c in spec.cell_claims()]
-    out = []
-    for cid, text, checks, slack in todo:
-        involved = list(dict.fromkeys((t, lab) for t, rel, a, b in checks
-                                      for lab in ((a,) if rel == "paper" else (a, b))))
-        short = [f"{t}/{lab} ({int(by_cell.loc[(t, lab)].n_ok)}/{int(by_cell.loc[(t, lab)].n_expected)} runs)"
-                 for t, lab in involved if by_cell.loc[(t, lab)].n_ok < by_cell.loc[(t, lab)].n_expected]
-        means = {k: float(by_cell.loc[k]["mean"]) for k in involved}  # nan for a cell with no run
-        problems = _judge(checks, means, 0.0 if slack is None else slack)
-        if short:
-            so_far = "" if any(np.isnan(v) for v in means.values()) else (
-                "; on the finished runs it would " + ("fail: " + "; ".join(problems) if problems else "hold"))
-            out.append(ClaimVerdict(cid, text, "incomplete", "runs missing or failed: " + ", ".join(short) + so_far))
-            continue
-        if slack is None:
-            detail = (f"scale {scale} sets no margin; with a margin of 0 it would "
-                      + ("fail: " + "; ".join(problems) if problems else "hold"))
-            out.append(ClaimVerdict(cid, text, "not checked", detail))
-        else:
-            out.append(ClaimVerdict(cid, text, "fail" if problems else "pass",
-                                    "; ".join(problems) if problems else f"holds within {slack:g} points"))
-    return out
+    checks = _claim_checks(spec, claim)
+    slack = spec.tolerance.at(scale) if isinstance(claim, CellClaim) else claim.margin.at(scale)
+    involved = claim_cells(spec, claim)
+    short = [f"{t}/{lab} ({int(by_cell.loc[(t, lab)].n_ok)}/{int(by_cell.loc[(t, lab)].n_expected)} runs)"
+             for t, lab in involved if by_cell.loc[(t, lab)].n_ok < by_cell.loc[(t, lab)].n_expected]
+    means = {k: float(by_cell.loc[k]["mean"]) for k in involved}  # nan for a cell with no run
+    problems = _judge(checks, means, 0.0 if slack is None else slack)
+    if short:
+        so_far = "" if any(np.isnan(v) for v in means.values()) else (
+            "; on the finished runs it would " + ("fail: " + "; ".join(problems) if problems else "hold"))
+        return ClaimVerdict(claim.id, claim.text, "incomplete", "runs missing or failed: " + ", ".join(short) + so_far)
+    if slack is None:
+        detail = (f"scale {scale} sets no margin; with a margin of 0 it would "
+                  + ("fail: " + "; ".join(problems) if problems else "hold"))
+        return ClaimVerdict(claim.id, claim.text, "not checked", detail)
+    return ClaimVerdict(claim.id, claim.text, "fail" if problems else "pass",
+                        "; ".join(problems) if problems else f"holds within {slack:g} points")
+
+
+def evaluate_claims(spec: Spec, scale: str, cells: pd.DataFrame) -> list[ClaimVerdict]:
+    """The spec's claims, then one per paper number (within the spec's tolerance), each judged by
+    :func:`judge_claim` on the cells of :func:`table_frame` -- as the reproduction tests judge them."""
+    return [judge_claim(spec, scale, c, cells) for c in [*spec.claims, *spec.cell_claims()]]
