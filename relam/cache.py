@@ -36,9 +36,17 @@ log = logging.getLogger(__name__)
 NPZ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, KeyError, zlib.error)
 
 
+def default_cache_dir() -> Path:
+    """``<repo>/.cache/relam`` in a checkout (git ignores it); installed outside one (the package
+    sits in site-packages), the user's cache folder ``$XDG_CACHE_HOME/relam`` (``~/.cache/relam``)."""
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / ".cache" / "relam"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relam"
+
+
 def cache_dir() -> Path:
-    """Root of all generated data: ``$RELAM_CACHE`` or ``<repo>/.cache/relam``."""
-    root = Path(os.environ.get("RELAM_CACHE", REPO_ROOT / ".cache" / "relam"))
+    """Root of all generated data: ``$RELAM_CACHE`` or :func:`default_cache_dir`."""
+    root = Path(os.environ.get("RELAM_CACHE") or default_cache_dir())
     root.mkdir(parents=True, exist_ok=True)
     return root
 

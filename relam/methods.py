@@ -37,12 +37,14 @@ import importlib
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from relam.results import RunResult  # re-exported: the type every method's run returns
 
 __all__ = [
     "Budget",
@@ -186,34 +188,6 @@ class RunContext:
                                   lr_schedule=b.lr_schedule)
         kw.update(overrides)
         return PPOSettings(**kw)
-
-
-@dataclass
-class RunResult:
-    """What a method returns: final success rate in [0, 1], curve [(step, success)], metrics."""
-
-    success: float
-    curve: list[tuple[int, float]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def validate(self) -> "RunResult":
-        """Check the result is well formed (the runner records a failure otherwise)."""
-        s = float(self.success)
-        if not np.isfinite(s) or not 0.0 <= s <= 1.0:
-            raise ValueError(f"RunResult.success must be a rate in [0, 1], got {self.success!r}")
-        curve = []
-        for i, pt in enumerate(self.curve):
-            step, val = pt
-            if not 0.0 <= float(val) <= 1.0:
-                raise ValueError(f"RunResult.curve[{i}] success must be in [0, 1], got {val!r}")
-            curve.append((int(step), float(val)))
-        steps = [c[0] for c in curve]
-        if steps != sorted(steps):
-            raise ValueError("RunResult.curve steps must be increasing")
-        self.success = s
-        self.curve = curve
-        self.metrics = {str(k): float(v) for k, v in self.metrics.items()}
-        return self
 
 
 class RewardMethod:

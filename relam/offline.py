@@ -473,7 +473,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     """
     from filelock import FileLock
 
-    from relam.methods import RunResult
+    from relam.results import RunResult
     from relam.rl.evaluation import eval_seeds
     from relam.rl.iql import IQLSettings, evaluate_policy, train_iql
 

@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from relam.perception.images import resize_images
 from relam.reward import ReLAMReward, RewardSettings
 
 __all__ = [
@@ -416,21 +417,6 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
         super().close()
 
 
-def _area_resize(image_chw: np.ndarray, size: int) -> np.ndarray:
-    c, h, w = image_chw.shape
-    if h == size and w == size:
-        return image_chw
-    if h % size == 0 and w % size == 0:
-        fh, fw = h // size, w // size
-        x = image_chw.reshape(c, size, fh, size, fw).astype(np.float32).mean(axis=(2, 4))
-        return np.rint(x).astype(np.uint8)
-    import cv2
-
-    hwc = np.transpose(image_chw, (1, 2, 0))
-    out = cv2.resize(np.ascontiguousarray(hwc), (size, size), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(np.transpose(out.reshape(size, size, c), (2, 0, 1)))
-
-
 class PolicyImageSize(gym.ObservationWrapper):
     """Downsample the ``image`` entry of a Dict observation to ``size`` x ``size`` (area average).
 
@@ -453,7 +439,7 @@ class PolicyImageSize(gym.ObservationWrapper):
 
     def observation(self, observation: dict) -> dict:
         out = dict(observation)
-        out["image"] = _area_resize(observation["image"], self.size)
+        out["image"] = resize_images(observation["image"], self.size, channels_first=True, what="policy image")[0]
         return out
 
 

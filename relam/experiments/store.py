@@ -21,7 +21,6 @@ import platform
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -43,13 +42,9 @@ _PACKAGES = ("relam", "numpy", "torch", "gymnasium", "metaworld", "mujoco", "man
 @functools.lru_cache(maxsize=1)
 def package_versions() -> dict[str, str]:
     """Python and key package versions of this process (for provenance in each record)."""
-    out = {"python": platform.python_version()}
-    for p in _PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from relam.versions import package_versions as installed
+
+    return {"python": platform.python_version(), **installed(_PACKAGES)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -486,7 +486,7 @@ def train_ppo(
     Returns a :class:`relam.methods.RunResult` (success, curve, metrics).
     """
     from relam.cache import atomic_write_bytes
-    from relam.methods import RunResult
+    from relam.results import RunResult
     from relam.rl.evaluation import SuccessEvalCallback, curve_to_csv, eval_seeds, plot_curve
     from relam.tblog import log_scalars, tensorboard_logger
 
