@@ -276,3 +276,20 @@ def test_linear_lr_schedule_anneals_to_zero_over_the_total_and_survives_a_resume
     assert constant.lr_schedule(0.0) == constant.lr_schedule(1.0) == 3e-4
     with pytest.raises(ValueError, match="lr_schedule"):
         PPOSettings(lr_schedule="cosine")
+
+
+def test_the_final_evaluation_scores_the_saved_policy(tmp_path):
+    """The last curve point is the checkpoint's policy, not the one before the last update."""
+    import csv
+
+    settings = PPOSettings(n_steps=20, batch_size=10, n_epochs=4, point_hidden=(8,), net_arch=(8,),
+                           learning_rate=3e-2)
+    res = train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=40, eval_every=20,
+                    eval_episodes=2, seed=0, progress=False)
+    assert [s for s, _ in res.curve] == [0, 20, 40]
+    with open(tmp_path / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    saved = evaluate_success(HierarchicalPPO.load(tmp_path / "checkpoint.zip"), CountEnv(), eval_seeds(2))
+    assert float(rows[-1]["mean_return"]) == pytest.approx(np.mean(saved.returns), abs=1e-9)
+    # ... and an update did happen after the evaluation at 20 (so the check above can fail)
+    assert float(rows[-2]["mean_return"]) != pytest.approx(float(rows[-1]["mean_return"]), abs=1e-9)

@@ -237,6 +237,12 @@ class SuccessEvalCallback(BaseCallback):
     An evaluation is due when ``num_timesteps`` has passed the next multiple of ``eval_every``
     (with one env that is exact).  The caller decides about the start and end points.
     ``eval_env`` is one env or a list of them (see :func:`evaluate_success`).
+
+    ``final_step``: no evaluation from this step on. SB3 calls ``_on_step`` during a rollout, before
+    the update that the rollout feeds; at the last step of training that update still follows, so
+    an evaluation there would score the policy one update before the one the run keeps (measured on
+    drawer-open with a constant learning rate: 60% there, 83% for the saved policy). The caller
+    evaluates the final policy after ``learn`` instead.
     """
 
     def __init__(
@@ -246,6 +252,7 @@ class SuccessEvalCallback(BaseCallback):
         eval_every: int,
         on_eval: Callable[[int, EvalResult], None] | None = None,
         deterministic: bool = True,
+        final_step: int | None = None,
     ):
         super().__init__(verbose=0)
         if int(eval_every) < 1:
@@ -257,6 +264,7 @@ class SuccessEvalCallback(BaseCallback):
         self.deterministic = deterministic
         self.curve: list[tuple[int, float]] = []
         self.next_eval = self.eval_every
+        self.final_step = None if final_step is None else int(final_step)
 
     def evaluate_now(self, step: int) -> EvalResult:
         res = evaluate_success(self.model, self.eval_env, self.seeds, self.deterministic)
@@ -266,6 +274,8 @@ class SuccessEvalCallback(BaseCallback):
         return res
 
     def _on_step(self) -> bool:
+        if self.final_step is not None and self.num_timesteps >= self.final_step:
+            return True
         if self.num_timesteps >= self.next_eval:
             self.evaluate_now(self.num_timesteps)
             while self.next_eval <= self.num_timesteps:

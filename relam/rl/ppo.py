@@ -533,7 +533,9 @@ def train_ppo(
         plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
         _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
 
-    cb = SuccessEvalCallback(eval_envs, eval_seeds(eval_episodes), eval_every, on_eval)
+    # the last evaluation comes after learn(), on the policy the checkpoint keeps
+    cb = SuccessEvalCallback(eval_envs, eval_seeds(eval_episodes), eval_every, on_eval,
+                             final_step=int(total_steps))
     cb.curve = list(curve)
     cb.next_eval = (done_steps // int(eval_every) + 1) * int(eval_every)
     if not curve:
