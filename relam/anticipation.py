@@ -884,7 +884,7 @@ def _config_from_args(args: argparse.Namespace) -> AnticipationConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from relam.cli import TOOL_HELP, add_weights_args, tool_parser
+    from relam.toolargs import TOOL_HELP, add_weights_args, tool_parser
 
     p = tool_parser("anticipation", "Train / evaluate the ReLAM anticipation model.")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -376,7 +376,7 @@ def save_view(demo: Demo, out: str | Path, n: int = 8) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from relam.cli import TOOL_HELP, tool_parser
+    from relam.toolargs import TOOL_HELP, tool_parser
 
     p = tool_parser("demos", "Make, summarise and view expert demos.")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -261,7 +261,7 @@ def draw_policy_frame(frame: np.ndarray, keypoints: np.ndarray, plan: np.ndarray
 
 
 def main(argv: list[str] | None = None) -> None:
-    from relam.cli import add_weights_args, tool_parser, weights_kwargs
+    from relam.toolargs import add_weights_args, tool_parser, weights_kwargs
 
     p = tool_parser(
         "overlay",

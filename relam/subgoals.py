@@ -360,7 +360,7 @@ def build_subgoal_dataset(task: str, settings: KeypointSettings | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from relam.cli import add_weights_args, tool_parser, weights_kwargs
+    from relam.toolargs import add_weights_args, tool_parser, weights_kwargs
 
     p = tool_parser(
         "subgoals",
