@@ -37,6 +37,10 @@ def spec(tmp_path, monkeypatch):
             {"id": "low-is-best", "kind": "best", "text": "Low is best", "best": "Low", "margin": {"quick": 5.0}},
             {"id": "close", "kind": "close", "text": "High and Low are close", "labels": ["High", "Low"],
              "margin": {"quick": 100.0}},
+            {"id": "high-leads-by-50", "kind": "ordering", "text": "High beats Low by 50", "better": "High",
+             "than": ["Low"], "margin": {"quick": 0.0}, "gap": {"quick": 50.0}},
+            {"id": "high-leads-by-70", "kind": "ordering", "text": "High beats Low by 70", "better": "High",
+             "than": ["Low"], "margin": {"quick": 0.0}, "gap": {"quick": 70.0}},
         ],
     }
     path = tmp_path / "page.yaml"
@@ -54,7 +58,10 @@ def test_claims_known_answers(spec):
     v = _verdicts(evaluate_claims(spec, "quick", cells))
     # High ~ 80 and Low ~ 20 on both tasks; the paper says Low 60 on drawer-open (40 points off)
     assert v == {"high-beats-low": "pass", "low-is-best": "fail", "close": "pass",
+                 "high-leads-by-50": "pass", "high-leads-by-70": "fail",
                  "drawer-open-v3/High": "pass", "drawer-open-v3/Low": "fail"}
+    lead = {c.id: c.detail for c in evaluate_claims(spec, "quick", cells)}
+    assert "lead of at least 50" in lead["high-leads-by-50"] and "+ 70" in lead["high-leads-by-70"]
     # smoke sets no margins or tolerance: nothing is judged, but the numbers are given
     smoke = evaluate_claims(spec, "smoke", render_table(spec, "smoke", reps=50).cells)
     assert {c.verdict for c in smoke} == {"incomplete"}  # smoke runs were not run
@@ -78,7 +85,7 @@ def test_page_is_self_contained_with_table_curves_claims_and_provenance(spec, tm
     assert cli.main(["report", str(spec.path), "--scale", "quick", "--out", str(tmp_path / "rep"),
                      "--reps", "100"]) == 0
     out = capsys.readouterr().out
-    assert "page [quick]: 8 records; claims: 3 pass, 2 fail" in out
+    assert "page [quick]: 8 records; claims: 4 pass, 3 fail" in out
     page = (tmp_path / "rep" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "Page &lt;test&gt; &amp; co" in page  # escaped

@@ -328,7 +328,7 @@ def _judge(checks: list[tuple[str, str, str, str]], means: dict[tuple[str, str],
         ma = means[(task, a)]
         mb = float(b) if rel == "paper" else means[(task, b)]
         if rel == "geq" and ma < mb - slack:
-            out.append(f"{task}: {a} {ma:.1f} < {b} {mb:.1f} - {slack:g}")
+            out.append(f"{task}: {a} {ma:.1f} < {b} {mb:.1f} {'-' if slack >= 0 else '+'} {abs(slack):g}")
         elif rel in ("close", "paper") and abs(ma - mb) > slack:
             other = f"paper {mb:.1f}" if rel == "paper" else f"{b} {mb:.1f}"
             out.append(f"{task}: |{a} {ma:.1f} - {other}| > {slack:g}")
@@ -369,6 +369,9 @@ def judge_claim(spec: Spec, scale: str, claim, cells: pd.DataFrame) -> ClaimVerd
     by_cell = cells.set_index(["task", "label"])
     checks = _claim_checks(spec, claim)
     slack = spec.tolerance.at(scale) if isinstance(claim, CellClaim) else claim.margin.at(scale)
+    gap = getattr(claim, "gap", None)
+    if slack is not None and gap is not None and gap.at(scale) is not None:
+        slack -= gap.at(scale)  # an ordering with a gap: better >= than + gap - margin
     involved = claim_cells(spec, claim)
     short = [f"{t}/{lab} ({int(by_cell.loc[(t, lab)].n_ok)}/{int(by_cell.loc[(t, lab)].n_expected)} runs)"
              for t, lab in involved if by_cell.loc[(t, lab)].n_ok < by_cell.loc[(t, lab)].n_expected]
@@ -383,7 +386,8 @@ def judge_claim(spec: Spec, scale: str, claim, cells: pd.DataFrame) -> ClaimVerd
                   + ("fail: " + "; ".join(problems) if problems else "hold"))
         return ClaimVerdict(claim.id, claim.text, "not checked", detail)
     return ClaimVerdict(claim.id, claim.text, "fail" if problems else "pass",
-                        "; ".join(problems) if problems else f"holds within {slack:g} points")
+                        "; ".join(problems) if problems else (f"holds within {slack:g} points" if slack >= 0
+                                                              else f"holds with a lead of at least {-slack:g} points"))
 
 
 def evaluate_claims(spec: Spec, scale: str, cells: pd.DataFrame) -> list[ClaimVerdict]:

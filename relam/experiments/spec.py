@@ -191,11 +191,16 @@ class _ClaimBase(_Strict):
 
 
 class OrderingClaim(_ClaimBase):
-    """``better`` reaches a mean success >= each of ``than`` (minus the margin) on every task."""
+    """``better`` reaches a mean success >= each of ``than`` (minus the margin, plus the gap) on
+    every task."""
 
     kind: Literal["ordering"]
     better: str
     than: list[str] = Field(min_length=1)
+    gap: PerScale = Field(
+        default_factory=PerScale,
+        description="the lead ``better`` must have, percentage points (an ordering with no gap holds at "
+                    "0 against 0, so a claim that a method learns at all needs one)")
 
 
 class BestClaim(_ClaimBase):
