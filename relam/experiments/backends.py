@@ -119,7 +119,10 @@ class LocalBackend(Backend):
         pool = self._get_pool()
         futures = {pool.submit(self.job, r.to_dict(), store_root, retry_failed, wait, False): r for r in runs}
         while futures:
-            done, _ = wait_futures(list(futures), return_when=FIRST_COMPLETED)
+            # a bounded wait: the main thread comes back to Python code at least twice a second, so
+            # a Ctrl-C or SIGTERM that the OS handed to another thread (the pool's manager thread)
+            # is acted on at once, not only when a run ends
+            done, _ = wait_futures(list(futures), timeout=0.5, return_when=FIRST_COMPLETED)
             for fut in done:
                 run = futures.pop(fut)
                 outcome, rec = fut.result()
