@@ -151,6 +151,24 @@ def test_killed_sweep_resumes_without_double_or_lost_runs(tmp_path, cache):
     assert len(e) == 8 and set(e.values()) == {1}  # none done twice
 
 
+def _terminal_signals() -> None:
+    """In the child before exec: SIGINT and SIGTERM as a terminal's shell starts a command (default
+    action, not blocked). Signal masks and ignored signals survive exec, and a pytest-xdist worker
+    that has run other tests may hand them on: under ``pytest -n 2`` the Ctrl-C case failed with
+    the sweep running to its end (exit 0, nothing on stderr), never alone."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _signal_state() -> str:
+    """This process's blocked and ignored signal masks (Linux), for a failure message."""
+    try:
+        return " ".join(line.strip() for line in open("/proc/self/status") if line.startswith(("SigBlk", "SigIgn")))
+    except OSError:
+        return "?"
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_stopped_pool_sweep_leaves_no_worker_and_keeps_its_records(tmp_path, cache, how):
     """Kill the parent of a 2-worker pool (SIGKILL), or stop it (SIGTERM to it, SIGINT to its process
@@ -161,7 +179,8 @@ def test_stopped_pool_sweep_leaves_no_worker_and_keeps_its_records(tmp_path, cac
     env = {**os.environ, "RELAM_CACHE": str(cache)}
     proc = subprocess.Popen([PY, "-m", "relam.cli", "run", str(spec_path), "--scale", "smoke", "--no-progress",
                              "--workers", "2"], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_terminal_signals)
     store = ResultStore(cache / "results")
     try:
         _wait_for(lambda: len(store.keys()) >= 2, timeout=120)
@@ -179,7 +198,7 @@ def test_stopped_pool_sweep_leaves_no_worker_and_keeps_its_records(tmp_path, cac
     keys = store.keys()
     assert len(keys) >= 2 and all(store.get(k)["status"] == "ok" for k in keys) and not store.quarantined()
     if how != "SIGKILL":
-        assert proc.returncode == (143 if how == "SIGTERM" else 130), err
+        assert proc.returncode == (143 if how == "SIGTERM" else 130), (err, out, _signal_state())
         assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err, err
         assert f"stopped by {how}: {len(keys)} of 8 runs have records" in err, err
 
