@@ -546,9 +546,7 @@ def train_ppo(
         model.learn(remaining, callback=list(callbacks or []) + [log, cb], reset_num_timesteps=False,
                     progress_bar=False)
     if not cb.curve or cb.curve[-1][0] < int(model.num_timesteps):
-        cb.evaluate_now(int(model.num_timesteps))
-    elif remaining > 0:
-        write_outputs()  # the last rollout's training row comes after the evaluation that ended it
+        cb.evaluate_now(int(model.num_timesteps))  # writes the outputs, the last rollout's row included
     venv.close()
     for e in eval_envs:
         e.close()
