@@ -330,9 +330,12 @@ class DACfOMethod(RewardMethod):
     policy_inputs = ("image+points",)  # learns from images alone
     version = "1"
 
-    def run(self, ctx):
-        from baselines.runs import offline_run, online_run
+    def online(self, ctx):
+        from baselines.runs import online_run
 
-        if ctx.task_spec().suite != "metaworld":
-            return offline_run(ctx, *offline_labeller(ctx))
         return online_run(ctx, resumed_model(ctx, Path(ctx.out_dir) / "discriminators"), "DACfO")
+
+    def offline(self, ctx):
+        from baselines.runs import offline_run
+
+        return offline_run(ctx, *offline_labeller(ctx))

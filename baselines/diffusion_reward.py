@@ -323,11 +323,14 @@ class DiffusionRewardMethod(RewardMethod):
     policy_inputs = ("image+points",)  # learns from images alone
     version = "1"
 
-    def run(self, ctx):
-        from baselines.runs import offline_run, online_run
+    def offline(self, ctx):
+        from baselines.runs import offline_run
 
-        if ctx.task_spec().suite != "metaworld":
-            return offline_run(ctx, *offline_labeller(ctx))
+        return offline_run(ctx, *offline_labeller(ctx))
+
+    def online(self, ctx):
+        from baselines.runs import online_run
+
         model = trained_model(ctx.task, ctx.budget.n_demos, ctx.scale, progress=ctx.progress)
         model.rnd = RND(size=model.size, seed=ctx.seed + 2)  # a fresh novelty model per run
         return online_run(ctx, model, "Diffusion Reward")

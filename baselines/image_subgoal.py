@@ -185,17 +185,14 @@ class _ImageSubgoalMethod(RewardMethod):
     version = "1"
     ground_truth = False
 
-    def run(self, ctx: RunContext) -> RunResult:
-        gt = self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]
-        if ctx.task_spec().suite != "metaworld":
-            return self._offline(ctx, gt)
-        return self._online(ctx, gt)
+    def _ground_truth(self, ctx: RunContext) -> bool:
+        return self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]
 
-    def _offline(self, ctx: RunContext, gt: bool) -> RunResult:
+    def offline(self, ctx: RunContext) -> RunResult:
         """ManiSkill: label the offline set, IQL, evaluate (:func:`offline_labeller`)."""
         from baselines.runs import offline_run
 
-        labeller, make_eval_env, metrics = offline_labeller(ctx, gt)
+        labeller, make_eval_env, metrics = offline_labeller(ctx, self._ground_truth(ctx))
         try:
             return offline_run(ctx, labeller, make_eval_env, metrics)
         finally:
@@ -203,7 +200,7 @@ class _ImageSubgoalMethod(RewardMethod):
             if callable(close):
                 close()
 
-    def _online(self, ctx: RunContext, gt: bool) -> RunResult:
+    def online(self, ctx: RunContext) -> RunResult:
         """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""
         from baselines.runs import require_image_input
         from relam.rl.ppo import train_ppo
@@ -212,7 +209,7 @@ class _ImageSubgoalMethod(RewardMethod):
         spec = ctx.task_spec()
         require_image_input(ctx, self.name)
         comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress)
-        planner = OracleSubgoalPlanner() if gt else ImageSubgoalPlanner(comp.model)
+        planner = OracleSubgoalPlanner() if self._ground_truth(ctx) else ImageSubgoalPlanner(comp.model)
         reward = ImageRewardSettings(similarity_threshold=comp.similarity_threshold)
         b = ctx.budget
         ppo = ctx.ppo_settings()

@@ -24,17 +24,18 @@ def require_image_input(ctx: Any, title: str) -> None:
 
 
 def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str | Path, train_steps: int,
-                   eval_every: int, eval_episodes: int, n_steps: int) -> Any:
+                   eval_every: int, eval_episodes: int, n_steps: int | None = None) -> Any:
     """PPO on the run's task with ``model``'s reward: ``model.wrap(make_env(task))`` (image-only
     observation, rewards filled in per rollout by ``model.callback()``, which also runs the model's
     online update), evaluated on success as every other method.  Any suite: DACfO's offline rows
-    run it on ManiSkill for their discriminators (appendix A.4)."""
+    run it on ManiSkill for their discriminators (appendix A.4). ``n_steps``: the rollout (None: the
+    run's own, :meth:`relam.methods.RunContext.ppo_settings`)."""
     from relam.rl.ppo import train_ppo
     from relam.tasks import make_env
 
     spec = ctx.task_spec()
     require_image_input(ctx, title)
-    ppo = ctx.ppo_settings(rollout=int(n_steps))
+    ppo = ctx.ppo_settings(rollout=n_steps)
 
     def env_fn(seed: int) -> gym.Env:
         return model.wrap(make_env(spec, seed=seed))
@@ -45,18 +46,10 @@ def ppo_with_model(ctx: Any, model: FrameRewardModel, title: str, out_dir: str |
 
 
 def online_run(ctx: Any, model: FrameRewardModel, title: str) -> Any:
-    """Train PPO online on a Meta-World task with ``model``'s reward; the runner's ``RewardMethod.run`` body.
-
-    The env is ``model.wrap(make_env(task))`` (image-only observation, rewards filled in per rollout
-    by ``model.callback()``), evaluated on success as every other method (:func:`ppo_with_model`).
-    ManiSkill rows are offline: see :func:`offline_run`.
-    """
-    spec = ctx.task_spec()
-    if spec.suite != "metaworld":
-        raise ValueError(f"online_run: {spec.name} is an offline ({spec.suite}) task; use offline_run")
+    """A baseline's Meta-World row (its ``RewardMethod.online``): PPO with ``model``'s reward for the
+    run's budget and rollout (:func:`ppo_with_model`); ManiSkill rows take :func:`offline_run`."""
     b = ctx.budget
-    return ppo_with_model(ctx, model, title, ctx.out_dir, b.train_steps, b.eval_every, b.eval_episodes,
-                          n_steps=max(64, min(2000, b.train_steps)))
+    return ppo_with_model(ctx, model, title, ctx.out_dir, b.train_steps, b.eval_every, b.eval_episodes)
 
 
 def offline_run(ctx: Any, labeller: Any, make_eval_env: Any, metrics: dict[str, float] | None = None) -> Any:

@@ -72,8 +72,7 @@ from baselines.common import POLICY_IMAGE_SIZE, to_policy_images
 from baselines.vlm_models import LearnedRewardModel, RewardModel, _frames, pair_directions, query_seconds
 from baselines.vlm_training import (CRITIC_WARMUP_ITERATIONS, _bc_policy_state, _freeze_actor, _make_refine_ppo,
                                     _ppo_settings, _refine_updates, make_reward_model)
-from relam.methods import (MethodNotImplementedError, RewardMethod, RunContext, RunResult, VLMRewardSettings,
-                           register_method)
+from relam.methods import RewardMethod, RunContext, RunResult, VLMRewardSettings, register_method
 
 __all__ = ["HeldModelReward", "PolicyImage", "StopOnSuccess", "VLMReward"]
 
@@ -161,7 +160,7 @@ class VLMReward(RewardMethod):
     policy_inputs = ("image+points",)  # learns from images alone
     version = "3"
 
-    def run(self, ctx: RunContext) -> RunResult:
+    def online(self, ctx: RunContext) -> RunResult:
         from stable_baselines3.common.vec_env import VecNormalize
 
         from relam.cache import atomic_write_bytes, atomic_write_json, read_json
@@ -172,10 +171,6 @@ class VLMReward(RewardMethod):
         s: VLMRewardSettings = ctx.settings  # type: ignore[assignment]
         b = ctx.budget
         spec = ctx.task_spec()
-        if spec.suite != "metaworld":
-            raise MethodNotImplementedError(
-                f"vlm_reward on {spec.name}: only the online Meta-World setting is wired (BC + PPO); ManiSkill "
-                "tasks would need BC on the offline control set's joint targets and their own refinement loop")
         torch.set_num_threads(1)
         reward_model = make_reward_model(s, spec.name, b.n_demos, ctx.scale, ctx.progress)
         iterations = b.train_steps // b.eval_every if s.refine_iterations is None else s.refine_iterations

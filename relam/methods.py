@@ -18,7 +18,7 @@ Adding a method is one class plus a spec entry::
     @register_method("mine")
     class Mine(RewardMethod):
         Settings = MySettings
-        def run(self, ctx): ...
+        def online(self, ctx): ...         # Meta-World rows; offline(ctx) for ManiSkill rows
 
 Methods that a spec may already name but that are not written yet are *declared* here with the
 module expected to register them (:data:`DECLARED_METHODS`). A spec naming them validates (their
@@ -190,13 +190,22 @@ class RunContext:
         return PPOSettings(**kw)
 
 
+#: the suite whose rows train online (PPO in the live env); every other suite's rows train offline
+#: (IQL on the task's labelled control set): the paper's split (Meta-World online, ManiSkill offline)
+ONLINE_SUITE = "metaworld"
+
+
 class RewardMethod:
     """Base class: a way of rewarding a visual manipulation policy, trained and evaluated.
 
-    Subclasses set ``Settings`` (a :class:`MethodSettings` model) and implement :meth:`run`.
+    Subclasses set ``Settings`` (a :class:`MethodSettings` model) and implement :meth:`online`
+    (Meta-World rows: PPO in the live env) and/or :meth:`offline` (ManiSkill rows: label the
+    offline control set, IQL, live evaluation). :meth:`run`, what the runner calls, picks one by
+    the task's suite, so the online/offline split is written once; a method that trains the same
+    way everywhere (``random``, ``scripted``, ``synthetic``) overrides :meth:`run` itself.
     ``version`` is part of every run key: bump it when a change makes old records stale.
     The building blocks of DESIGN.md (``fit(demos)``, ``wrap(env)``, ``label(dataset)``) are
-    optional hooks a method may use inside ``run``; the runner only calls ``run``.
+    optional hooks a method may use inside ``online``/``offline``; the runner only calls ``run``.
     """
 
     name: ClassVar[str] = ""
@@ -206,8 +215,32 @@ class RewardMethod:
     #: have no keypoints to give a points-only policy); spec validation checks it.
     policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points")
 
-    def run(self, ctx: RunContext) -> RunResult:  # pragma: no cover - interface
-        raise NotImplementedError
+    def run(self, ctx: RunContext) -> RunResult:
+        """Train and evaluate one run: :meth:`online` on a Meta-World task, :meth:`offline` elsewhere."""
+        if ctx.task_spec().suite == ONLINE_SUITE:
+            return self.online(ctx)
+        return self.offline(ctx)
+
+    def online(self, ctx: RunContext) -> RunResult:
+        """PPO in the live env with this method's reward (the Meta-World rows)."""
+        raise self._missing("online", ctx)
+
+    def offline(self, ctx: RunContext) -> RunResult:
+        """IQL on the offline control set labelled by this method (the ManiSkill rows)."""
+        raise self._missing("offline", ctx)
+
+    def _missing(self, setting: str, ctx: RunContext) -> MethodNotImplementedError:
+        # a MethodNotImplementedError: the runner records the run as not implemented (retried on
+        # every sweep) rather than as a crash of the method
+        suite = ctx.task_spec().suite
+        return MethodNotImplementedError(
+            f"method {self.name or type(self).__name__!r} has no {setting} setting, which {ctx.task} "
+            f"(suite {suite!r}) needs: it implements only {self._settings_written()} "
+            f"(Meta-World rows train online, the other suites' rows offline)")
+
+    def _settings_written(self) -> str:
+        own = [m for m in ("online", "offline") if getattr(type(self), m) is not getattr(RewardMethod, m)]
+        return " and ".join(f"{m}()" for m in own) or "neither online() nor offline()"
 
     def fit(self, demos: list[Any]) -> None:  # pragma: no cover - optional hook
         raise NotImplementedError(f"{type(self).__name__} has no fit()")

@@ -14,8 +14,6 @@ The anticipation model's budget follows the run's scale (``AnticipationConfig.fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
 from filelock import FileLock
 
 from relam.cache import cache_dir, settings_hash
@@ -70,6 +68,13 @@ def make_planner(ctx: RunContext):
     return AnticipationPlanner(model)
 
 
+def reward_settings(ctx: RunContext):
+    """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b)."""
+    from relam.reward import RewardSettings
+
+    return RewardSettings(shape=ctx.settings.reward_shape)  # type: ignore[attr-defined]
+
+
 @register_method("relam")
 class ReLAM(RewardMethod):
     """ReLAM (the paper's method): keypoint subgoals from the anticipation model, distance reward."""
@@ -78,22 +83,13 @@ class ReLAM(RewardMethod):
     #: 2: a subgoal is reached when every keypoint is within theta_s (RewardSettings.reach)
     version = "2"
 
-    def run(self, ctx: RunContext) -> RunResult:
-        from relam.reward import RewardSettings
-
-        s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
-        spec = ctx.task_spec()
-        planner = make_planner(ctx)
-        reward = RewardSettings(shape=s.reward_shape)
-        if spec.suite == "metaworld":
-            return self._online(ctx, spec, planner, reward)
-        return self._offline(ctx, spec, planner, reward)
-
-    def _online(self, ctx: RunContext, spec: Any, planner: Any, reward: Any) -> RunResult:
+    def online(self, ctx: RunContext) -> RunResult:
+        """Hierarchical PPO through the ReLAM wrapper (Meta-World rows)."""
         from relam.rl.ppo import train_ppo
         from relam.wrappers import make_relam_env
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
+        spec, planner, reward = ctx.task_spec(), make_planner(ctx), reward_settings(ctx)
         b = ctx.budget
         ppo = ctx.ppo_settings()
         with_image = b.policy_input == "image+points"
@@ -105,7 +101,7 @@ class ReLAM(RewardMethod):
         return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes,
                          ctx.seed, progress=ctx.progress, title=f"ReLAM {spec.name} seed {ctx.seed}")
 
-    def _offline(self, ctx: RunContext, spec: Any, planner: Any, reward: Any) -> RunResult:
+    def offline(self, ctx: RunContext) -> RunResult:
         """IQL on the task's offline control set labelled with ReLAM rewards (appendix A.4).
 
         The set has ``budget.offline_set_size()`` trajectories, half expert, half noisy (the paper: 100 + 100).
@@ -117,6 +113,7 @@ class ReLAM(RewardMethod):
         from relam.wrappers import make_relam_env
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
+        spec, planner, reward = ctx.task_spec(), make_planner(ctx), reward_settings(ctx)
         planner_id = getattr(getattr(planner, "model", None), "cache_key", None) or f"{s.subgoals}-{s.n_points}"
         labeller = ReLAMLabeller(planner, settings=reward, planner_id=planner_id)
         return run_offline(ctx, labeller, lambda: make_relam_env(spec, planner, settings=reward, n_points=s.n_points,
