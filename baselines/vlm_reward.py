@@ -63,18 +63,38 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
+from pydantic import Field
 
 from baselines.common import POLICY_IMAGE_SIZE, to_policy_images
 from baselines.vlm_models import LearnedRewardModel, RewardModel, _frames, pair_directions, query_seconds
 from baselines.vlm_training import (CRITIC_WARMUP_ITERATIONS, _bc_policy_state, _freeze_actor, _make_refine_ppo,
                                     _ppo_settings, _refine_updates, make_reward_model)
-from relam.methods import RewardMethod, RunContext, RunResult, VLMRewardSettings, register_method
+from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
 
-__all__ = ["HeldModelReward", "PolicyImage", "StopOnSuccess", "VLMReward"]
+__all__ = ["VLMRewardSettings", "HeldModelReward", "PolicyImage", "StopOnSuccess", "VLMReward"]
+
+
+class VLMRewardSettings(MethodSettings):
+    """VLM-style reward (Large Reward Models): BC base policy refined by PPO on a three-term reward.
+
+    One refinement iteration is one PPO rollout of ``budget.eval_every`` env steps, followed by an
+    evaluation (:class:`VLMReward`).
+    """
+
+    backend: Literal["learned", "vlm"] = Field(
+        default="learned", description="learned: small CNN heads trained here on the demos (no weights); "
+                                       "vlm: a vision-language model from model_path")
+    model_path: str | None = Field(default=None, description="local folder with the VLM weights (backend: vlm)")
+    query_every: int = Field(default=10, gt=0, description="env steps between reward queries (held in between)")
+    refine_iterations: int | None = Field(
+        default=None, ge=0, description="PPO iterations; None: budget.train_steps // budget.eval_every; "
+                                        "0: evaluate the behaviour-cloning base policy only")
+    exploration_std: float = Field(default=0.1, gt=0.0, description="PPO action std set after behaviour cloning")
 
 
 # =============================================================================== wrappers

@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from baselines.common import POLICY_IMAGE_SIZE, to_policy_images
 from baselines.vlm_models import LearnedRewardConfig, LearnedRewardModel, RewardModel, VLMRewardModel
 from relam.cache import atomic_torch_save
-from relam.methods import VLMRewardSettings
 from relam.scales import ScaleTable
 
 __all__ = [
@@ -70,9 +69,11 @@ def learned_reward_model(task: str, n_demos: int, scale: str = "quick", progress
         return model
 
 
-def make_reward_model(settings: VLMRewardSettings, task: str, n_demos: int, scale: str,
+def make_reward_model(settings: Any, task: str, n_demos: int, scale: str,
                       progress: bool = False) -> RewardModel:
-    """The backend the settings name (the VLM fails early, before any training, without weights)."""
+    """The backend ``settings`` (a :class:`baselines.vlm_reward.VLMRewardSettings`) names; the VLM
+    fails early, before any training, without weights. (The settings are not imported: the method's
+    module imports this one.)"""
     if settings.backend == "vlm":
         return VLMRewardModel(settings.model_path, task)
     return learned_reward_model(task, n_demos, scale, progress)

@@ -72,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from relam.cache import atomic_write_json, cache_dir
-    from relam.offline import _relam_labeller, label_offline_dataset, plot_reward_sanity, reward_sanity
-    from relam.rl.iql import IQLSettings, make_relam_eval_fn, train_iql
+    from relam.offline import label_offline_dataset, plot_reward_sanity, reward_sanity
+    from relam.relam_method import make_relam_eval_fn, relam_labeller
+    from relam.rl.iql import IQLSettings, train_iql
 
     mode = "model" if a.model else "ground_truth"
     out = a.out or cache_dir() / "bench_iql" / f"{a.task}-{mode}-n{a.n}-s{a.seed}"
-    lab = _relam_labeller(mode, a.model, 4, "sim")
+    lab = relam_labeller(mode, a.model, 4, "sim")
     t0 = time.time()
     ds = label_offline_dataset(a.task, lab, n=a.n, image_size=64)
     t_label = time.time() - t0

@@ -3,7 +3,7 @@
 For each Meta-World task (issue 5, "reward sanity on real data"):
 
 * **held-out expert demos** -- the last ``--n`` of the task's 100 stored expert videos (the ones
-  the anticipation model holds out) are labelled with :class:`relam.offline.ReLAMLabeller`: the
+  the anticipation model holds out) are labelled with :class:`relam.relam_method.ReLAMLabeller`: the
   plan's first row is tracked through the recorded demo with the sim tracker and
   :func:`relam.reward.label_trajectory` pays the reward.  The reward should reach every stage and
   pay the final bonus;
@@ -93,7 +93,7 @@ def expert_side(demos: list[Any], model: Any, settings: Any) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from relam.keypoints import KeypointSettings
-    from relam.offline import ReLAMLabeller
+    from relam.relam_method import ReLAMLabeller
     from relam.subgoals import subgoal_sequence
     from relam.wrappers import FixedSubgoals
 

@@ -20,12 +20,15 @@ Adding a method is one class plus a spec entry::
         Settings = MySettings
         def online(self, ctx): ...         # Meta-World rows; offline(ctx) for ManiSkill rows
 
-Methods that a spec may already name but that are not written yet are *declared* here with the
-module expected to register them (:data:`DECLARED_METHODS`). A spec naming them validates (their
-settings are checked against the declared settings model), and the runner records their runs as
-failed with :class:`MethodNotImplementedError` instead of crashing; a name that is neither
-registered nor declared (a typo) is rejected with the list of known names. Extra plug-in modules
-can be named, comma-separated, in ``$RELAM_METHOD_MODULES``; they are imported before lookups.
+A method is found by name through the installed package's entry points (group ``relam.methods``
+in pyproject.toml, ``name = "module:Class"``): the first lookup of a name imports the module,
+whose ``@register_method`` makes it known. So this module names no implementation, and another
+installed package can add methods. An entry point whose module does not exist yet is a method a
+spec may already name: its runs are recorded as failed with :class:`MethodNotImplementedError`
+instead of crashing; a name that is neither registered nor an entry point (a typo) is rejected
+with the list of known names. Extra plug-in modules can be named, comma-separated, in
+``$RELAM_METHOD_MODULES``; they are imported before lookups. (After changing the entry points,
+re-install: ``bash scripts/setup.sh`` notices the changed pyproject.toml.)
 
 Reference methods defined here: ``random`` (uniform random actions in the real environment; the
 floor of every table) and ``synthetic`` (no simulator; a deterministic fake learning curve with
@@ -33,7 +36,9 @@ optional sleep/failure, used to test the harness itself in seconds).
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import os
 import time
 import zlib
@@ -48,7 +53,7 @@ from relam.results import RunResult  # re-exported: the type every method's run 
 
 __all__ = [
     "Budget",
-    "DECLARED_METHODS",
+    "ENTRY_POINT_GROUP",
     "MethodNotImplementedError",
     "MethodSettings",
     "RewardMethod",
@@ -272,67 +277,20 @@ def register_method(name: str) -> Callable[[type[RewardMethod]], type[RewardMeth
 
 
 # ---------------------------------------------------------------------------------------------
-# Declared methods: named by specs, implemented (later) in the given module.
+# Plug-in methods: found through the package's entry points, registered when imported.
+
+#: the entry-point group naming the modules that register methods (pyproject.toml,
+#: ``[project.entry-points."relam.methods"]``: ``name = "module:Class"``); any installed package
+#: can add methods to it, and the core names none of them
+ENTRY_POINT_GROUP = "relam.methods"
 
 
-class ReLAMSettings(MethodSettings):
-    """Settings the paper varies for ReLAM (ablations of Fig. 6)."""
+@functools.lru_cache(maxsize=1)
+def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """name -> entry point of every installed method (read once: the installed packages do not change
+    while a process runs)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
-    n_points: int = Field(default=4, gt=0, description="keypoints per subgoal (Fig. 6a: 4/8/12)")
-    reward_shape: Literal["piecewise_linear", "linear", "exponential", "logistic"] = "piecewise_linear"
-    subgoals: Literal["generated", "ground_truth"] = Field(
-        default="generated", description="anticipation-model subgoals or ground-truth ones (Fig. 6c)")
-
-
-class ImageSubgoalSettings(MethodSettings):
-    """Image Subgoal (IS) / Oracle: generated or ground-truth image subgoals."""
-
-    subgoals: Literal["generated", "ground_truth"] = "generated"
-
-
-class VLMRewardSettings(MethodSettings):
-    """VLM-style reward (Large Reward Models): BC base policy refined by PPO on a three-term reward.
-
-    One refinement iteration is one PPO rollout of ``budget.eval_every`` env steps, followed by an
-    evaluation (see :mod:`baselines.vlm_reward`).
-    """
-
-    backend: Literal["learned", "vlm"] = Field(
-        default="learned", description="learned: small CNN heads trained here on the demos (no weights); "
-                                       "vlm: a vision-language model from model_path")
-    model_path: str | None = Field(default=None, description="local folder with the VLM weights (backend: vlm)")
-    query_every: int = Field(default=10, gt=0, description="env steps between reward queries (held in between)")
-    refine_iterations: int | None = Field(
-        default=None, ge=0, description="PPO iterations; None: budget.train_steps // budget.eval_every; "
-                                        "0: evaluate the behaviour-cloning base policy only")
-    exploration_std: float = Field(default=0.1, gt=0.0, description="PPO action std set after behaviour cloning")
-
-
-@dataclass(frozen=True)
-class Declaration:
-    module: str
-    settings: type[MethodSettings]
-    doc: str
-    #: as :attr:`RewardMethod.policy_inputs`, known without importing the implementation
-    policy_inputs: tuple[str, ...] = ("image+points", "points")
-
-
-#: the policy input of methods whose reward reads images only
-IMAGE_ONLY = ("image+points",)
-
-#: name -> where the implementation is expected to register itself, and its settings model.
-DECLARED_METHODS: dict[str, Declaration] = {
-    "relam": Declaration("relam.relam_method", ReLAMSettings, "ReLAM: keypoint anticipation + distance reward"),
-    "dacfo": Declaration("baselines.dacfo", MethodSettings, "DACfO: adversarial imitation from observation",
-                         IMAGE_ONLY),
-    "diffusion_reward": Declaration("baselines.diffusion_reward", MethodSettings,
-                                    "Diffusion Reward: conditional entropy of a video diffusion model", IMAGE_ONLY),
-    "image_subgoal": Declaration("baselines.image_subgoal", ImageSubgoalSettings,
-                                 "IS: generated image subgoals, DINOv2 cosine-similarity reward", IMAGE_ONLY),
-    "oracle": Declaration("baselines.image_subgoal", ImageSubgoalSettings,
-                          "Oracle: IS with the ground-truth image subgoals", IMAGE_ONLY),
-    "vlm_reward": Declaration("baselines.vlm_reward", VLMRewardSettings, "VLM reward", IMAGE_ONLY),
-}
 
 _imported_plugins: set[str] = set()
 
@@ -355,43 +313,38 @@ def _load_plugins() -> None:
 
 
 def list_methods() -> list[str]:
-    """All names a spec may use: registered methods plus declared ones."""
+    """All names a spec may use: registered methods plus those the installed entry points name."""
     _load_plugins()
-    return sorted(set(_REGISTRY) | set(DECLARED_METHODS))
-
-
-def settings_model(name: str) -> type[MethodSettings]:
-    """The settings model for ``name`` without importing heavy implementations (for validation)."""
-    _load_plugins()
-    if name in _REGISTRY:
-        return _REGISTRY[name].Settings
-    if name in DECLARED_METHODS:
-        return DECLARED_METHODS[name].settings
-    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
+    return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
 def _resolve(name: str) -> type[RewardMethod] | None:
+    """The class registered as ``name``, importing the module its entry point names if needed;
+    None when that module does not exist (declared, not written yet)."""
     _load_plugins()
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if name in DECLARED_METHODS:
-        _import_quietly(DECLARED_METHODS[name].module)
-        return _REGISTRY.get(name)
-    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
+    if name not in _REGISTRY:
+        ep = _entry_points().get(name)
+        if ep is None:
+            raise ValueError(f"unknown method {name!r}; known methods: {', '.join(list_methods())}")
+        _import_quietly(ep.module)
+    return _REGISTRY.get(name)
+
+
+def settings_model(name: str) -> type[MethodSettings]:
+    """The settings model a spec entry of method ``name`` is validated with (the bare
+    :class:`MethodSettings`, no keys, for a declared method that is not written yet)."""
+    cls = _resolve(name)
+    return cls.Settings if cls is not None else MethodSettings
 
 
 def policy_inputs(name: str) -> tuple[str, ...]:
-    """The budget ``policy_input`` values method ``name`` can train with (without importing it)."""
-    _load_plugins()
-    if name in _REGISTRY:
-        return tuple(_REGISTRY[name].policy_inputs)
-    if name in DECLARED_METHODS:
-        return DECLARED_METHODS[name].policy_inputs
-    raise ValueError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
+    """The budget ``policy_input`` values method ``name`` can train with."""
+    cls = _resolve(name)
+    return tuple(cls.policy_inputs if cls is not None else RewardMethod.policy_inputs)
 
 
 def is_implemented(name: str) -> bool:
-    """True when ``name`` is registered (importing its declared module if needed)."""
+    """True when ``name`` is registered (importing the module its entry point names if needed)."""
     return _resolve(name) is not None
 
 
@@ -399,13 +352,12 @@ def get_method(name: str) -> RewardMethod:
     """An instance of the method registered as ``name``.
 
     Raises ValueError (listing the known names) for an unknown name and
-    :class:`MethodNotImplementedError` for a declared method that nobody has registered yet.
+    :class:`MethodNotImplementedError` for an entry point whose module does not exist (yet).
     """
     cls = _resolve(name)
     if cls is None:
-        decl = DECLARED_METHODS[name]
-        raise MethodNotImplementedError(
-            f"method {name!r} not implemented yet (expected @register_method({name!r}) in module {decl.module})")
+        raise MethodNotImplementedError(f"method {name!r} not implemented yet (expected "
+                                        f"@register_method({name!r}) in module {_entry_points()[name].module})")
     return cls()
 
 

@@ -7,25 +7,12 @@ and labelled by each compared method, then IQL (:mod:`relam.rl.iql`). Every meth
 
 - :class:`Labeller` -- the only method-specific part: ``label(demo) -> LabelledTrajectory``
   (per-step rewards and the vector observations the method's policy sees in addition to the image).
-  DACfO, Diffusion Reward, Image Subgoal and Oracle implement it elsewhere; ReLAM's is
-  :class:`ReLAMLabeller` here.
+  Each method implements it next to its class (ReLAM's is
+  :class:`relam.relam_method.ReLAMLabeller`).
 - :class:`OfflineDataset` -- the method-independent container: images (downsampled exactly like the
   online policy's :class:`relam.wrappers.PolicyImageSize`), extra observations, actions, rewards,
   terminal/timeout flags, per-trajectory success/noisy flags and seeds, stored as one compressed
   ``.npz`` under ``cache_dir()/offline``.
-
-ReLAM's labelling of one trajectory (the offline twin of :class:`relam.wrappers.ReLAMWrapper`):
-
-1. the planner predicts ``(S+1, N, 2)`` pixel keypoints from the trajectory's first frame (row 0 =
-   the keypoints, rows 1.. = subgoals); any object with ``generate(frame, task)`` (the anticipation
-   model) or ``plan(frame, task, env=, seed=)`` (a :class:`relam.wrappers.SubgoalPlanner`, e.g.
-   :class:`relam.wrappers.GroundTruthSubgoals`) will do;
-2. the tracker follows row 0 through the recorded frames (``track(demo, query_uv) -> (T+1, N, 2)``);
-3. :func:`relam.reward.label_trajectory` pays the distance reward with stage progression -- the same
-   state machine as online, so online and offline rewards agree step for step;
-4. the observation at frame t is (image, current keypoints, target keypoints), the target being
-   the subgoal of the stage at frame t (the last subgoal once all are reached), normalised with
-   :func:`relam.wrappers.normalise_points` -- exactly what the online wrapper returns.
 
 Terminals: the tasks never terminate (episodes are truncated at the horizon), so ``terminals`` is
 all False and ``timeouts`` marks each trajectory's last transition; IQL then bootstraps through
@@ -38,22 +25,19 @@ more than noisy ones, and the labelled reward should rank steps like ManiSkill's
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from relam.cache import atomic_save_npz, atomic_write_bytes, atomic_write_json, cache_dir, settings_hash
-from relam.reward import RewardSettings, label_trajectory
+from relam.cache import atomic_save_npz, atomic_write_bytes, cache_dir, settings_hash
 
 __all__ = [
     "LabelledTrajectory",
     "Labeller",
-    "ReLAMLabeller",
     "OfflineDataset",
     "policy_images",
     "label_demos",
@@ -114,71 +98,6 @@ class Labeller(Protocol):
     def label(self, demo: Any) -> LabelledTrajectory: ...
 
     def config(self) -> dict: ...
-
-
-def _plan_of(planner: Any, demo: Any) -> np.ndarray:
-    from relam.wrappers import check_plan
-
-    frame0 = np.asarray(demo.frames[0])
-    if hasattr(planner, "plan"):
-        out = planner.plan(frame0, str(demo.task), env=None, seed=int(demo.seed))
-    elif hasattr(planner, "generate"):
-        out = planner.generate(frame0, str(demo.task))
-    else:
-        raise TypeError("ReLAMLabeller: planner needs generate(initial_frame, task) (anticipation model) "
-                        "or plan(initial_frame, task, env=, seed=) (a SubgoalPlanner)")
-    return check_plan(out)
-
-
-class ReLAMLabeller:
-    """ReLAM's labelling: predicted subgoals, tracked keypoints, the stage-wise distance reward.
-
-    Args:
-        planner: the anticipation model (``generate``) or a SubgoalPlanner (``plan``).
-        tracker: an offline tracker (``track(demo, query_uv) -> (T+1, N, 2)``) or a name for
-            :func:`relam.perception.tracking.make_tracker` (default ``"sim"``).
-        settings: the reward settings (the same object the online wrapper would use).
-        planner_id: identifies the planner in the cache key (e.g. the checkpoint's hash); defaults
-            to the planner's class name, which is only safe for planners without weights.
-    """
-
-    name = "relam"
-
-    def __init__(self, planner: Any, tracker: Any = "sim", settings: RewardSettings = RewardSettings(),
-                 planner_id: str | None = None):
-        if isinstance(tracker, str):
-            from relam.perception.tracking import make_tracker
-
-            tracker = make_tracker(tracker)
-        if not hasattr(tracker, "track"):
-            raise TypeError("ReLAMLabeller: tracker must have track(demo, query_uv) -> (T+1, N, 2)")
-        self.planner = planner
-        self.tracker = tracker
-        self.settings = settings
-        self.planner_id = planner_id or type(planner).__name__
-
-    def config(self) -> dict:
-        return {"planner": self.planner_id, "tracker": getattr(self.tracker, "name", type(self.tracker).__name__),
-                "reward": self.settings.to_dict()}
-
-    def label(self, demo: Any) -> LabelledTrajectory:
-        from relam.wrappers import normalise_points
-
-        plan = _plan_of(self.planner, demo)
-        track = np.asarray(self.tracker.track(demo, plan[0]), dtype=np.float64)
-        T = len(demo.actions)
-        if track.shape != (T + 1,) + plan.shape[1:]:
-            raise ValueError(f"ReLAMLabeller: tracker returned {track.shape}, expected {(T + 1,) + plan.shape[1:]}")
-        subgoals = plan[1:]
-        rewards, stages, reached = label_trajectory(track, subgoals, self.settings,
-                                                    env_success=np.asarray(demo.success, bool))
-        size = int(np.asarray(demo.frames).shape[1])
-        targets = subgoals[np.minimum(stages, len(subgoals) - 1)]
-        extra = {
-            "keypoints": np.stack([normalise_points(p, size) for p in track]),
-            "target": np.stack([normalise_points(g, size) for g in targets]),
-        }
-        return LabelledTrajectory(rewards, extra, {"stages": stages, "reached": reached, "plan": plan})
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -505,54 +424,3 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
                "label_return_expert": sanity["return_expert"], "label_return_noisy": sanity["return_noisy"]}
     return RunResult(success=float(res.final_success or 0.0), curve=[(int(s), float(v)) for s, v in res.curve],
                      metrics={k: v for k, v in metrics.items() if np.isfinite(v)}).validate()
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _relam_labeller(subgoals: str, model: str | None, n_points: int, tracker: str) -> ReLAMLabeller:
-    if subgoals == "ground_truth":
-        from relam.keypoints import KeypointSettings
-        from relam.wrappers import GroundTruthSubgoals
-
-        planner = GroundTruthSubgoals(keypoint_settings=KeypointSettings(num_points=n_points))
-        return ReLAMLabeller(planner, tracker=tracker, planner_id=f"ground_truth-n{n_points}")
-    if not model:
-        raise SystemExit("--subgoals model needs --model PATH (a trained anticipation checkpoint)")
-    from relam.anticipation import load_anticipation
-
-    path = Path(model)
-    import hashlib
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return ReLAMLabeller(load_anticipation(path), tracker=tracker, planner_id=f"anticipation-{digest}")
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m relam.offline",
-                                description="Label a ManiSkill offline control set with the ReLAM reward and "
-                                            "check it (expert vs noisy returns, Spearman with the dense reward).")
-    p.add_argument("task", help="an offline task, e.g. PushCube-v1")
-    p.add_argument("-n", type=int, default=None, help="first n trajectories (half expert, half noisy; default all)")
-    p.add_argument("--subgoals", choices=("ground_truth", "model"), default="ground_truth")
-    p.add_argument("--model", default=None, help="anticipation checkpoint for --subgoals model")
-    p.add_argument("--n-points", type=int, default=4)
-    p.add_argument("--tracker", default="sim")
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--rebuild", action="store_true")
-    p.add_argument("--out", default=None, help="sanity figure path (default cache/offline/figures/...)")
-    a = p.parse_args(list(argv) if argv is not None else None)
-    lab = _relam_labeller(a.subgoals, a.model, a.n_points, a.tracker)
-    ds = label_offline_dataset(a.task, lab, n=a.n, image_size=a.image_size, rebuild=a.rebuild)
-    stats = reward_sanity(ds)
-    stats["subgoals"] = a.subgoals
-    out = Path(a.out) if a.out else cache_dir() / "offline" / "figures" / f"{a.task}-relam-{a.subgoals}-n{a.n}.png"
-    plot_reward_sanity(ds, out, f"{a.task}: ReLAM reward ({a.subgoals} subgoals)")
-    atomic_write_json(out.with_suffix(".json"), stats)
-    print(json.dumps(stats, indent=2))
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ few seconds:
     env seed 0, the scripted expert, sim segmenter and tracker (:func:`relam.subgoals.subgoal_sequence`).
 ``reward_demo``
     ReLAM reward labels of that demo with its own ground-truth subgoals, through
-    :class:`relam.offline.ReLAMLabeller` (the sim tracker re-lifts the plan's first row).
+    :class:`relam.relam_method.ReLAMLabeller` (the sim tracker re-lifts the plan's first row).
 ``anticipation_tiny``
     a tiny anticipation model trained for a few steps on a fixed synthetic dataset (torch seeded,
     one thread): its loss history and its generated plan for one frame.
@@ -176,7 +176,7 @@ def demo_keypoints() -> dict:
 
 def reward_demo() -> dict:
     """ReLAM labels of the fixed demo with its ground-truth subgoals (ReLAMLabeller, sim tracker)."""
-    from relam.offline import ReLAMLabeller
+    from relam.relam_method import ReLAMLabeller
     from relam.wrappers import FixedSubgoals
 
     demo = fixed_demo()

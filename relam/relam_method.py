@@ -1,8 +1,8 @@
-"""ReLAM as one column of the paper's tables: the whole pipeline of one run, top to bottom.
+"""ReLAM as one column of the paper's tables: its settings, its pipeline and its wiring, top to bottom.
 
     demos -> keypoints + keyframes (subgoal dataset) -> anticipation model -> ReLAM reward
-          -> Meta-World: hierarchical PPO online      (relam.rl.ppo)
-          -> ManiSkill:  IQL on the labelled offline set (relam.offline, relam.rl.iql)
+          -> Meta-World: hierarchical PPO online      (relam.rl.ppo, through relam.wrappers)
+          -> ManiSkill:  IQL on the offline set labelled here (ReLAMLabeller; relam.offline, relam.rl.iql)
           -> success rate over fixed evaluation episodes, learning curve
 
 Shared work is cached and reused across runs: the demos and the subgoal dataset are keyed by the
@@ -10,14 +10,49 @@ settings that make them, and the anticipation model by its config plus its datas
 seeds of one cell (and the reward-shape ablation, which does not change the model) train it once.
 The cache entries are made under file locks, so parallel runs never make the same thing twice.
 The anticipation model's budget follows the run's scale (``AnticipationConfig.for_scale``).
+
+ReLAM's labelling of one trajectory (the offline twin of :class:`relam.wrappers.ReLAMWrapper`):
+
+1. the planner predicts ``(S+1, N, 2)`` pixel keypoints from the trajectory's first frame (row 0 =
+   the keypoints, rows 1.. = subgoals); any object with ``generate(frame, task)`` (the anticipation
+   model) or ``plan(frame, task, env=, seed=)`` (a :class:`relam.wrappers.SubgoalPlanner`, e.g.
+   :class:`relam.wrappers.GroundTruthSubgoals`) will do;
+2. the tracker follows row 0 through the recorded frames (``track(demo, query_uv) -> (T+1, N, 2)``);
+3. :func:`relam.reward.label_trajectory` pays the distance reward with stage progression -- the same
+   state machine as online, so online and offline rewards agree step for step;
+4. the observation at frame t is (image, current keypoints, target keypoints), the target being
+   the subgoal of the stage at frame t (the last subgoal once all are reached), normalised with
+   :func:`relam.wrappers.normalise_points` -- exactly what the online wrapper returns.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
 from filelock import FileLock
+from pydantic import Field
 
 from relam.cache import cache_dir, settings_hash
-from relam.methods import ReLAMSettings, RewardMethod, RunContext, RunResult, register_method
+from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
+from relam.offline import LabelledTrajectory
+from relam.reward import RewardSettings, label_trajectory
+
+__all__ = ["ReLAMSettings", "ReLAM", "ReLAMLabeller", "relam_labeller", "make_relam_eval_fn", "subgoal_dataset",
+           "anticipation_model", "make_planner", "reward_settings"]
+
+
+class ReLAMSettings(MethodSettings):
+    """Settings the paper varies for ReLAM (ablations of Fig. 6)."""
+
+    n_points: int = Field(default=4, gt=0, description="keypoints per subgoal (Fig. 6a: 4/8/12)")
+    reward_shape: Literal["piecewise_linear", "linear", "exponential", "logistic"] = "piecewise_linear"
+    subgoals: Literal["generated", "ground_truth"] = Field(
+        default="generated", description="anticipation-model subgoals or ground-truth ones (Fig. 6c)")
+
+
+# --------------------------------------------------------------------------- the run's components
 
 
 def subgoal_dataset(task: str, n_points: int, n_demos: int, progress: bool = False):
@@ -70,9 +105,131 @@ def make_planner(ctx: RunContext):
 
 def reward_settings(ctx: RunContext):
     """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b)."""
-    from relam.reward import RewardSettings
-
     return RewardSettings(shape=ctx.settings.reward_shape)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- offline labelling
+
+
+def _plan_of(planner: Any, demo: Any) -> np.ndarray:
+    from relam.wrappers import check_plan
+
+    frame0 = np.asarray(demo.frames[0])
+    if hasattr(planner, "plan"):
+        out = planner.plan(frame0, str(demo.task), env=None, seed=int(demo.seed))
+    elif hasattr(planner, "generate"):
+        out = planner.generate(frame0, str(demo.task))
+    else:
+        raise TypeError("ReLAMLabeller: planner needs generate(initial_frame, task) (anticipation model) "
+                        "or plan(initial_frame, task, env=, seed=) (a SubgoalPlanner)")
+    return check_plan(out)
+
+
+class ReLAMLabeller:
+    """ReLAM's labelling of the offline control set (:class:`relam.offline.Labeller`): predicted
+    subgoals, tracked keypoints, the stage-wise distance reward (the steps: the module docstring).
+
+    Args:
+        planner: the anticipation model (``generate``) or a SubgoalPlanner (``plan``).
+        tracker: an offline tracker (``track(demo, query_uv) -> (T+1, N, 2)``) or a name for
+            :func:`relam.perception.tracking.make_tracker` (default ``"sim"``).
+        settings: the reward settings (the same object the online wrapper would use).
+        planner_id: identifies the planner in the cache key (e.g. the checkpoint's hash); defaults
+            to the planner's class name, which is only safe for planners without weights.
+    """
+
+    name = "relam"
+
+    def __init__(self, planner: Any, tracker: Any = "sim", settings: RewardSettings = RewardSettings(),
+                 planner_id: str | None = None):
+        if isinstance(tracker, str):
+            from relam.perception.tracking import make_tracker
+
+            tracker = make_tracker(tracker)
+        if not hasattr(tracker, "track"):
+            raise TypeError("ReLAMLabeller: tracker must have track(demo, query_uv) -> (T+1, N, 2)")
+        self.planner = planner
+        self.tracker = tracker
+        self.settings = settings
+        self.planner_id = planner_id or type(planner).__name__
+
+    def config(self) -> dict:
+        return {"planner": self.planner_id, "tracker": getattr(self.tracker, "name", type(self.tracker).__name__),
+                "reward": self.settings.to_dict()}
+
+    def label(self, demo: Any) -> LabelledTrajectory:
+        from relam.wrappers import normalise_points
+
+        plan = _plan_of(self.planner, demo)
+        track = np.asarray(self.tracker.track(demo, plan[0]), dtype=np.float64)
+        T = len(demo.actions)
+        if track.shape != (T + 1,) + plan.shape[1:]:
+            raise ValueError(f"ReLAMLabeller: tracker returned {track.shape}, expected {(T + 1,) + plan.shape[1:]}")
+        subgoals = plan[1:]
+        rewards, stages, reached = label_trajectory(track, subgoals, self.settings,
+                                                    env_success=np.asarray(demo.success, bool))
+        size = int(np.asarray(demo.frames).shape[1])
+        targets = subgoals[np.minimum(stages, len(subgoals) - 1)]
+        extra = {
+            "keypoints": np.stack([normalise_points(p, size) for p in track]),
+            "target": np.stack([normalise_points(g, size) for g in targets]),
+        }
+        return LabelledTrajectory(rewards, extra, {"stages": stages, "reached": reached, "plan": plan})
+
+
+def relam_labeller(subgoals: str, model: str | Path | None = None, n_points: int = 4,
+                   tracker: str = "sim") -> ReLAMLabeller:
+    """A labeller from the command line's choices: ground-truth subgoals, or a trained anticipation
+    checkpoint (identified in cache keys by the hash of its file)."""
+    if subgoals == "ground_truth":
+        from relam.keypoints import KeypointSettings
+        from relam.wrappers import GroundTruthSubgoals
+
+        planner = GroundTruthSubgoals(keypoint_settings=KeypointSettings(num_points=n_points))
+        return ReLAMLabeller(planner, tracker=tracker, planner_id=f"ground_truth-n{n_points}")
+    if not model:
+        raise ValueError("subgoals 'model' needs a trained anticipation checkpoint (--model PATH)")
+    from relam.anticipation import load_anticipation
+
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()[:16]
+    return ReLAMLabeller(load_anticipation(model), tracker=tracker, planner_id=f"anticipation-{digest}")
+
+
+def make_relam_eval_fn(task: str, planner: Any, n_episodes: int = 10, settings: Any = None, n_points: int = 4,
+                       policy_image_size: int = 64, tracker: Any = "sim", max_steps: int | None = None,
+                       ) -> Callable[[Callable[[Any], np.ndarray]], Any]:
+    """``eval_fn(policy) -> EvalResult`` of an IQL policy on the live task through
+    :class:`relam.wrappers.ReLAMWrapper` (for :func:`relam.rl.iql.train_iql` outside a run).
+
+    One env is built lazily and reused; episodes use the fixed seeds
+    :func:`relam.rl.evaluation.eval_seeds` (>= ``EVAL_SEED_BASE``), the same for every evaluation.
+    ``planner`` is what labelled the dataset (the anticipation model through
+    :class:`relam.wrappers.AnticipationPlanner`, or ground-truth subgoals).
+    """
+    from relam.rl.evaluation import eval_seeds
+    from relam.rl.iql import evaluate_policy
+    from relam.wrappers import AnticipationPlanner, make_relam_env
+
+    if not hasattr(planner, "plan"):
+        planner = AnticipationPlanner(planner)
+    holder: dict[str, Any] = {}
+
+    def make(seed: int) -> Any:
+        if "env" not in holder:
+            holder["env"] = make_relam_env(task, planner, tracker=tracker, settings=settings or RewardSettings(),
+                                           n_points=n_points, include_image=True, policy_image_size=policy_image_size)
+        return holder["env"]
+
+    seeds = eval_seeds(n_episodes)
+
+    def eval_fn(policy: Callable[[Any], np.ndarray]) -> Any:
+        return evaluate_policy(policy, make, seeds, max_steps)
+
+    eval_fn.close = lambda: holder.pop("env").close() if "env" in holder else None  # type: ignore[attr-defined]
+    return eval_fn
+
+
+# --------------------------------------------------------------------------- the method
 
 
 @register_method("relam")
@@ -109,7 +266,7 @@ class ReLAM(RewardMethod):
         evaluated in the live env (through the ReLAM wrapper) after every epoch; the path every
         method shares (:func:`relam.offline.run_offline`).
         """
-        from relam.offline import ReLAMLabeller, run_offline
+        from relam.offline import run_offline
         from relam.wrappers import make_relam_env
 
         s: ReLAMSettings = ctx.settings  # type: ignore[assignment]

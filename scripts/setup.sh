@@ -5,7 +5,9 @@
 #      (Debian 12's own Mesa 22.3 lavapipe fails with "Failed to find a supported physical device").
 #   2. A virtual environment in .venv with the pinned Python dependencies (constraints.txt keeps the
 #      CPU torch 2.13.0 and numpy<2) and relam installed in editable mode.
-# Re-running it does nothing that is already done (a stamp file records the installed inputs).
+# Re-running it does nothing that is already done (a stamp file records the installed inputs). The
+# stamp covers pyproject.toml, so a changed entry point (the "relam.methods" group that lists the
+# reward methods) re-installs relam, whose metadata is where relam.methods finds them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)

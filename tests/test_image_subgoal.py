@@ -250,7 +250,8 @@ def test_oracle_replays_the_expert_from_the_same_start(drawer_demos):
 @pytest.mark.slow
 def test_image_subgoal_method_smoke_run(tmp_path, drawer_demos):
     """The registered method trains its parts (smoke scale) and runs PPO end to end."""
-    from relam.methods import Budget, ImageSubgoalSettings, RunContext, get_method
+    from baselines.image_subgoal import ImageSubgoalSettings
+    from relam.methods import Budget, RunContext, get_method
 
     method = get_method("image_subgoal")
     ctx = RunContext(task="drawer-open-v3", method="image_subgoal", settings=ImageSubgoalSettings(),

@@ -205,7 +205,7 @@ def test_policy_accepts_wrapper_observation_layout():
 def test_relam_eval_fn_drives_the_live_wrapper():
     """The evaluation path end to end on a fast Meta-World task: Dict obs in, seeded episodes."""
     from relam.demos import EVAL_SEED_BASE
-    from relam.rl.iql import make_relam_eval_fn
+    from relam.relam_method import make_relam_eval_fn
     from relam.wrappers import FixedSubgoals
 
     plan = np.array([[[60.0, 60.0], [70.0, 70.0]], [[62.0, 60.0], [72.0, 70.0]]])

@@ -1,4 +1,5 @@
-"""relam.offline: ReLAM labelling of a hand-made trajectory, the dataset round trip, sanity stats."""
+"""relam.offline with ReLAM's labeller (relam.relam_method.ReLAMLabeller): labelling of a hand-made
+trajectory, the dataset round trip, sanity stats."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import pytest
 from relam.offline import (
     LabelledTrajectory,
     OfflineDataset,
-    ReLAMLabeller,
     label_demos,
     plot_reward_sanity,
     policy_images,
     reward_sanity,
 )
+from relam.relam_method import ReLAMLabeller
 from relam.reward import RewardSettings
 from relam.wrappers import normalise_points
 

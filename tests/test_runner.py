@@ -16,8 +16,7 @@ import yaml
 
 from relam.cache import REPO_ROOT
 from relam.experiments import ResultStore, execute_run, expand, load_spec, run_spec
-from relam.methods import (DECLARED_METHODS, Declaration, MethodNotImplementedError, MethodSettings,
-                           RunResult, get_method, list_methods)
+from relam.methods import MethodNotImplementedError, RunResult, get_method, list_methods
 
 PY = sys.executable
 
@@ -106,8 +105,14 @@ def test_malformed_result_is_a_recorded_failure(tmp_path, cache, monkeypatch):
 
 
 def test_declared_but_unimplemented_method(tmp_path, cache, monkeypatch):
-    monkeypatch.setitem(DECLARED_METHODS, "toy_future",
-                        Declaration("relam_no_such_module.toy", MethodSettings, "not written yet"))
+    from importlib.metadata import EntryPoint
+
+    from relam import methods
+
+    # an installed entry point whose module is not written yet
+    eps = {**methods._entry_points(),
+           "toy_future": EntryPoint("toy_future", "relam_no_such_module.toy:Toy", methods.ENTRY_POINT_GROUP)}
+    monkeypatch.setattr(methods, "_entry_points", lambda: eps)
     assert "toy_future" in list_methods()
     with pytest.raises(MethodNotImplementedError, match="toy_future.*not implemented yet"):
         get_method("toy_future")

@@ -9,9 +9,9 @@ import torch
 from baselines.vlm_models import (LearnedRewardConfig, LearnedRewardModel, RewardTerms, VLMRewardModel,
                                   VLMWeightsMissing, combine_terms, direction_from_logits, pair_directions,
                                   parse_completion, parse_direction, parse_progress)
-from baselines.vlm_reward import HeldModelReward, PolicyImage, StopOnSuccess
+from baselines.vlm_reward import HeldModelReward, PolicyImage, StopOnSuccess, VLMRewardSettings
 from baselines.vlm_training import _freeze_actor, _make_refine_ppo, _ppo_settings, behaviour_cloning, make_reward_model
-from relam.methods import Budget, MethodNotImplementedError, RunContext, VLMRewardSettings, get_method
+from relam.methods import Budget, MethodNotImplementedError, RunContext, get_method
 
 
 # ------------------------------------------------------------------ pure pieces (known answers)

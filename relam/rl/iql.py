@@ -69,7 +69,6 @@ __all__ = [
     "reward_scale",
     "train_iql",
     "evaluate_policy",
-    "make_relam_eval_fn",
 ]
 
 
@@ -524,36 +523,3 @@ def evaluate_policy(policy: Callable[[Any], np.ndarray], make_eval_env: Callable
     for sd in seeds:
         res.add(sd, run_episode(policy, make_eval_env(int(sd)), int(sd), max_steps))
     return res
-
-
-def make_relam_eval_fn(task: str, planner: Any, n_episodes: int = 10, settings: Any = None, n_points: int = 4,
-                       policy_image_size: int = 64, tracker: Any = "sim", max_steps: int | None = None,
-                       ) -> Callable[[Callable[[Any], np.ndarray]], Any]:
-    """``eval_fn(policy) -> EvalResult`` on the live task through :class:`relam.wrappers.ReLAMWrapper`.
-
-    One env is built lazily and reused; episodes use the fixed seeds
-    :func:`relam.rl.evaluation.eval_seeds` (>= ``EVAL_SEED_BASE``), the same for every evaluation.
-    ``planner`` is what labelled the dataset (the anticipation model through
-    :class:`relam.wrappers.AnticipationPlanner`, or ground-truth subgoals).
-    """
-    from relam.reward import RewardSettings
-    from relam.rl.evaluation import eval_seeds
-    from relam.wrappers import AnticipationPlanner, make_relam_env
-
-    if not hasattr(planner, "plan"):
-        planner = AnticipationPlanner(planner)
-    holder: dict[str, Any] = {}
-
-    def make(seed: int) -> Any:
-        if "env" not in holder:
-            holder["env"] = make_relam_env(task, planner, tracker=tracker, settings=settings or RewardSettings(),
-                                           n_points=n_points, include_image=True, policy_image_size=policy_image_size)
-        return holder["env"]
-
-    seeds = eval_seeds(n_episodes)
-
-    def eval_fn(policy: Callable[[Any], np.ndarray]) -> Any:
-        return evaluate_policy(policy, make, seeds, max_steps)
-
-    eval_fn.close = lambda: holder.pop("env").close() if "env" in holder else None  # type: ignore[attr-defined]
-    return eval_fn
