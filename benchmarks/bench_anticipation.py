@@ -22,13 +22,8 @@ import time
 
 import torch
 
-from relam.anticipation import (
-    AnticipationConfig,
-    AnticipationNet,
-    _build_dataset,
-    synthetic_subgoal_items,
-    train_anticipation,
-)
+from relam.anticipation import AnticipationConfig, AnticipationNet, synthetic_subgoal_items, train_anticipation
+from relam.anticipation.cli import _build_dataset
 from relam.cache import atomic_write_json, cache_dir
 from relam.scales import SCALES
 
