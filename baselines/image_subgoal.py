@@ -59,6 +59,7 @@ from baselines.is_reward import (ImageRewardSettings, ImageSubgoalLabeller, Imag
 from relam.cache import atomic_torch_save
 from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
 from relam.scales import ScaleTable
+from relam.wrappers import close_planner
 
 __all__ = ["ImageSubgoalSettings", "ISBudget", "SCALE_STEPS", "ISComponents", "fit_components", "PolicyAdapter", "offline_labeller",
            "ImageSubgoal", "Oracle"]
@@ -205,9 +206,7 @@ class _ImageSubgoalMethod(RewardMethod):
         try:
             return offline_run(ctx, labeller, make_eval_env, metrics)
         finally:
-            close = getattr(labeller.planner, "close", None)
-            if callable(close):
-                close()
+            close_planner(labeller.planner)
 
     def online(self, ctx: RunContext) -> RunResult:
         """Meta-World: hierarchical PPO through the wrapper (images stacked for the shared policy)."""

@@ -276,12 +276,6 @@ class ImageSubgoalWrapper(SeededEpisodes, gym.Wrapper):
                     env_reward=float(info.get("env_reward", env_reward)))
         return self._obs(frame), float(out.reward), bool(terminated), bool(truncated), info
 
-    def close(self) -> None:
-        closer = getattr(self.planner, "close", None)
-        if callable(closer):
-            closer()
-        super().close()
-
 
 def _label_with_plan(frames: np.ndarray, plan: Sequence[np.ndarray], embedding: ImageEmbedding,
                      settings: ImageRewardSettings) -> dict[str, np.ndarray]:

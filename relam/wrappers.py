@@ -275,13 +275,26 @@ def _task_name(env: gym.Env) -> str:
     return str(getattr(task, "name", task if task is not None else type(env.unwrapped).__name__))
 
 
+def close_planner(planner: Any) -> None:
+    """Close a planner that holds resources (an expert replay keeps private envs); most have none."""
+    close = getattr(planner, "close", None)
+    if callable(close):
+        close()
+
+
 class SeededEpisodes:
     """Episode seeds for subgoal wrappers: ``reset(seed=s)`` plays episode ``s`` and reseeds the
     stream; ``reset()`` draws the next episode seed from that stream. Planners that replay an
-    expert from the same start (ground-truth subgoals, Oracle) need the episode's seed."""
+    expert from the same start (ground-truth subgoals, Oracle) need the episode's seed, and such a
+    planner's private envs live as long as the wrapper: closing the wrapper closes its planner."""
 
     _seed_rng: np.random.Generator
     episode_seed: int | None = None
+    planner: Any
+
+    def close(self) -> None:
+        close_planner(self.planner)
+        super().close()  # type: ignore[misc]  # the gym.Wrapper this is mixed into
 
     def _next_episode_seed(self, seed: int | None) -> int:
         if seed is not None:
@@ -409,12 +422,6 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
             env_reward=float(info.get("env_reward", env_reward)),
         )
         return self._obs(frame), float(out.reward), bool(terminated), bool(truncated), info
-
-    def close(self) -> None:
-        closer = getattr(self.planner, "close", None)
-        if callable(closer):
-            closer()
-        super().close()
 
 
 class PolicyImageSize(gym.ObservationWrapper):

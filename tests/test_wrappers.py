@@ -248,3 +248,32 @@ def test_anticipation_planner_adapter():
     np.testing.assert_allclose(denormalise_points(obs["target"], 32), [[16, 16], [17, 16]], atol=1e-4)
     with pytest.raises(TypeError, match="generate"):
         AnticipationPlanner(object())
+
+
+def test_closing_a_subgoal_wrapper_closes_its_planner_and_env():
+    """ReLAM's and IS/Oracle's wrappers share SeededEpisodes.close: an expert-replay planner's
+    private envs are closed with the wrapper, and a planner without close() is fine."""
+    from relam.wrappers import SeededEpisodes
+
+    closed = []
+
+    class Env(gym.Env):
+        observation_space = gym.spaces.Box(0, 1, (1,))
+        action_space = gym.spaces.Box(0, 1, (1,))
+
+        def close(self):
+            closed.append("env")
+
+    class Planner:
+        def close(self):
+            closed.append("planner")
+
+    class Wrapper(SeededEpisodes, gym.Wrapper):
+        def __init__(self, env, planner):
+            super().__init__(env)
+            self.planner = planner
+
+    Wrapper(Env(), Planner()).close()
+    assert closed == ["planner", "env"]
+    Wrapper(Env(), object()).close()
+    assert closed == ["planner", "env", "env"]
