@@ -347,3 +347,22 @@ def test_scale_enters_the_key_only_where_the_budget_does_not_tell_scales_apart(t
     # the specs whose records predate the scale's place in the key: their keys must not have moved
     for name in ("fig4", "fig5", "fig6a", "fig6b", "fig6c", "online_points", "refine", "table4"):
         assert not any(r.scale_in_key for s in ("smoke", "quick", "paper") for r in expand(load_spec(name), s)), name
+
+
+def test_no_record_of_the_shipped_specs_is_shared_between_two_scales():
+    """The scale enters a key only where one spec's budgets do not tell its scales apart, but keys
+    are shared between specs (Table 4 and Fig. 4, headline and online_points): a spec whose budget
+    at one scale equals another spec's budget at another scale would reuse a record whose learned
+    components had the other scale's budgets. No shipped spec does."""
+    from collections import defaultdict
+
+    from relam.experiments.spec import list_specs
+
+    scales_of_key: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for name in list_specs():
+        spec = load_spec(name)
+        for scale in ("smoke", "quick", "paper"):
+            for run in expand(spec, scale):
+                scales_of_key[run.key].add((scale, name))
+    shared = {k: sorted(v) for k, v in scales_of_key.items() if len({s for s, _ in v}) > 1}
+    assert not shared, f"run keys shared between scales (give the budgets a difference): {shared}"
