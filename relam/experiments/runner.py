@@ -16,8 +16,9 @@ get two records.
 Execution is idempotent: a worker takes the run's file lock, returns the stored record if there is
 one, else runs the method and writes the record atomically. Failures are recorded with their error
 and traceback and do not stop the sweep; ``retry_failed`` runs them again. Runs of a method that is
-declared but not implemented yet are recorded as failed (``not_implemented``) and are always
-retried, so they start working as soon as the method is registered.
+declared (an entry point, :mod:`relam.methods`) but not written yet, or that lacks the online or
+offline half a task needs, are recorded as failed (``not_implemented``) and are always retried, so
+they start working as soon as the method is.
 """
 from __future__ import annotations
 
