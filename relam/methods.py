@@ -8,7 +8,7 @@ seed, budget, a scratch folder) train and evaluate, and return a :class:`RunResu
 rate, learning curve, extra metrics). Everything that makes the run reproducible lives in the
 :class:`RunContext`, so a run is a pure function of its settings (plus the seed).
 
-Adding a method is one class plus a spec entry::
+Adding a method is one module (its settings and class), an entry point naming it, and a spec entry::
 
     from relam.methods import RewardMethod, MethodSettings, register_method
 
@@ -31,7 +31,7 @@ with the list of known names. Extra plug-in modules can be named, comma-separate
 re-install: ``bash scripts/setup.sh`` notices the changed pyproject.toml.)
 
 Reference methods defined here: ``random`` (uniform random actions in the real environment; the
-floor of every table) and ``synthetic`` (no simulator; a deterministic fake learning curve with
+floor of every table), ``scripted`` (the task's own expert: the ceiling) and ``synthetic`` (no simulator; a deterministic fake learning curve with
 optional sleep/failure, used to test the harness itself in seconds).
 """
 from __future__ import annotations
