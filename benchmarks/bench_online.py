@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy")
     ap.add_argument("--arm-bodies", nargs="+", default=None, metavar="BODY",
                     help="override the bodies the arm prompt names (e.g. the gripper's: hand rightclaw leftclaw ...)")
+    ap.add_argument("--n-points", type=int, default=4, help="keypoints per subgoal (Fig. 6a: 4/8/12)")
     ap.add_argument("--max-step", type=int, default=None,
                     help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
     ap.add_argument("--post-success-steps", type=int, default=None,
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
-               + (f"-M{args.max_step}" if args.max_step else ""))
+               + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
@@ -106,15 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         from relam.relam_method import anticipation_model
         from relam.wrappers import AnticipationPlanner
 
-        planner = AnticipationPlanner(anticipation_model(args.task, 4, args.n_demos, "quick", progress=True))
+        planner = AnticipationPlanner(anticipation_model(args.task, args.n_points, args.n_demos, "quick", progress=True))
     else:
         from relam.keypoints import KeypointSettings
 
-        kp = KeypointSettings() if args.max_step is None else KeypointSettings(max_step=args.max_step)
+        kp = KeypointSettings(num_points=args.n_points, **({} if args.max_step is None else {"max_step": args.max_step}))
         planner = GroundTruthSubgoals(keypoint_settings=kp)
 
     def env_fn(seed: int):
-        return make_relam_env(task, planner, seed=seed, settings=reward,
+        return make_relam_env(task, planner, seed=seed, settings=reward, n_points=args.n_points,
                               include_image=args.image, policy_image_size=64)
 
     t0 = time.time()
