@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm-bodies", nargs="+", default=None, metavar="BODY",
                     help="override the bodies the arm prompt names (e.g. the gripper's: hand rightclaw leftclaw ...)")
     ap.add_argument("--n-points", type=int, default=4, help="keypoints per subgoal (Fig. 6a: 4/8/12)")
+    ap.add_argument("--object-points", type=int, default=1,
+                    help="keypoints taken on the object before FPS covers the arm (ground-truth subgoals only)")
     ap.add_argument("--max-step", type=int, default=None,
                     help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
     ap.add_argument("--post-success-steps", type=int, default=None,
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
-               + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else ""))
+               + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
+               + (f"-obj{args.object_points}" if args.object_points != 1 else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
@@ -103,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
+    if args.subgoals == "generated" and args.object_points != 1:
+        ap.error("--object-points: the anticipation models are trained on one object point; use it with "
+                 "--subgoals ground_truth")
     if args.subgoals == "generated":
         from relam.relam_method import anticipation_model
         from relam.wrappers import AnticipationPlanner
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from relam.keypoints import KeypointSettings
 
-        kp = KeypointSettings(num_points=args.n_points, **({} if args.max_step is None else {"max_step": args.max_step}))
+        kp = KeypointSettings(num_points=args.n_points, object_points=args.object_points,
+                              **({} if args.max_step is None else {"max_step": args.max_step}))
         planner = GroundTruthSubgoals(keypoint_settings=kp)
 
     def env_fn(seed: int):

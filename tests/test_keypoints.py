@@ -44,6 +44,25 @@ def test_fps_known_answer():
     assert sorted(farthest_point_sampling(pts, 10).tolist()) == list(range(6))
     with pytest.raises(ValueError, match="start"):
         farthest_point_sampling(pts, 2, start=6)
+    # several starts are kept in order, then FPS goes on from all of them
+    assert farthest_point_sampling(pts, 3, start=[4, 0]).tolist() == [4, 0, 1]  # 1, 2, 3 tie at 7.07
+    assert farthest_point_sampling(pts, 1, start=[4, 0]).tolist() == [4]
+
+
+def test_select_keypoints_takes_object_points_first():
+    uv, tracks, on_obj = _scene()
+    # two object points (10 and 11) before FPS reaches the arm; the object weighs 2/3 of Eq. (3)
+    sel = select_keypoints(uv, tracks, on_obj, num_points=3, motion_threshold=3.0, object_points=2)
+    assert sel.indices.tolist() == [11, 10, 0]
+    assert sel.on_object.tolist() == [True, True, False]
+    # more object points asked than object pixels move: the ones that move, then the arm
+    sel = select_keypoints(uv, tracks, on_obj, num_points=4, motion_threshold=3.0, object_points=3)
+    assert sel.on_object.sum() == 2
+    with pytest.raises(ValueError, match="object_points"):
+        KeypointSettings(num_points=4, object_points=5)
+    # the default leaves the cache keys of datasets made before the field existed unchanged
+    assert "object_points" not in KeypointSettings().to_dict()
+    assert KeypointSettings(object_points=2).to_dict()["object_points"] == 2
 
 
 def test_motion_range_is_max_displacement_from_start():
