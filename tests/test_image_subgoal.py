@@ -359,3 +359,73 @@ def test_iql_policy_trained_on_labels_acts_on_the_wrapper_observation():
     a = res.policy(obs)
     assert a.shape == (2,) and np.all(np.isfinite(a))
     assert sorted(res.policy.agent.vector_dims) == ["embedding", "target"]
+
+
+# ------------------------------------------------------------------------------ calibration quantile
+
+
+class _Angle:
+    """A fake embedding: pixel value v -> the unit vector at angle v/100 rad (graded similarities)."""
+
+    name = "angle"
+
+    def embed(self, images):
+        a = np.asarray(images)
+        a = a[None] if a.ndim == 3 else a
+        th = a[:, 0, 0, 0].astype(np.float64) / 100.0
+        return np.stack([np.cos(th), np.sin(th)], 1).astype(np.float32)
+
+    def state(self):
+        return {}
+
+
+def test_calibration_quantile_moves_the_threshold_and_the_keys():
+    """The quantile is a setting: another value gives another threshold, another run key and another
+    components key; the default is left out of both keys (records and caches made before stay valid)."""
+    from pydantic import ValidationError
+
+    from baselines.image_subgoal import CALIBRATION_QUANTILE, ImageSubgoalSettings, components_key
+
+    # subgoals at angles 0.1 .. 0.5 rad; the demo's frames get within 0, 0.05, 0.1, 0.2, 0.3 rad of them
+    planner = _FixedPlanner([_img(v) for v in (10, 20, 30, 40, 50)])
+    demo = SimpleNamespace(frames=np.stack([_img(v) for v in (0, 10, 15, 20, 20)]), task="fake", seed=0)
+    low = calibrate_threshold(planner, _Angle(), [demo], quantile=0.1)
+    default = calibrate_threshold(planner, _Angle(), [demo], quantile=CALIBRATION_QUANTILE)
+    assert low < default < 1.0
+    best = np.cos([0.0, 0.0, 0.1, 0.2, 0.3])
+    assert default == pytest.approx(np.quantile(best, CALIBRATION_QUANTILE))
+
+    assert ImageSubgoalSettings().model_dump(mode="json") == {"subgoals": "generated"}
+    assert ImageSubgoalSettings(calibration_quantile=CALIBRATION_QUANTILE).model_dump() == {"subgoals": "generated"}
+    assert ImageSubgoalSettings(calibration_quantile=0.1).model_dump(mode="json")["calibration_quantile"] == 0.1
+    assert ImageSubgoalSettings(**ImageSubgoalSettings(calibration_quantile=0.1).model_dump()).calibration_quantile == 0.1
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValidationError, match="calibration_quantile"):
+            ImageSubgoalSettings(calibration_quantile=bad)
+
+    key = components_key("drawer-open-v3", 2, "smoke")
+    assert components_key("drawer-open-v3", 2, "smoke", calibration_quantile=CALIBRATION_QUANTILE) == key
+    assert components_key("drawer-open-v3", 2, "smoke", calibration_quantile=0.1) != key
+
+
+def test_fit_components_recalibrates_at_another_quantile_without_retraining(tmp_path, monkeypatch, drawer_demos):
+    """Another quantile reuses the default entry's generator and embedding (no training here: the
+    default entry is planted) and caches its own, different threshold under its own key."""
+    from baselines.embedding import TemporalEmbedding
+    from baselines.image_subgoal import SCALE_STEPS, components_key, fit_components
+    from relam.cache import atomic_torch_save
+
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path))
+    model = SubgoalImageModel(FlowSettings(train_steps=SCALE_STEPS["smoke"].flow_steps))
+    emb = TemporalEmbedding()
+    base = tmp_path / "image_subgoal" / "drawer-open-v3" / components_key("drawer-open-v3", 2, "smoke")
+    atomic_torch_save(base / "components.pt", {"model": model.state(), "embedding": emb.state(), "threshold": 0.5})
+    assert fit_components("drawer-open-v3", 2, "smoke").similarity_threshold == 0.5  # the planted entry
+    comp = fit_components("drawer-open-v3", 2, "smoke", calibration_quantile=0.9)
+    expected = calibrate_threshold(ImageSubgoalPlanner(comp.model), comp.embedding, drawer_demos, quantile=0.9)
+    assert comp.similarity_threshold == pytest.approx(expected) and comp.similarity_threshold != 0.5
+    other = tmp_path / "image_subgoal" / "drawer-open-v3" / components_key("drawer-open-v3", 2, "smoke",
+                                                                             calibration_quantile=0.9)
+    assert (other / "threshold.json").exists() and not (other / "components.pt").exists()
+    assert fit_components("drawer-open-v3", 2, "smoke", calibration_quantile=0.9).similarity_threshold == \
+        comp.similarity_threshold
