@@ -1,5 +1,8 @@
-"""Diffusion Reward: schedule math, the reward mix and its success switch, training, save/load."""
+"""Diffusion Reward: schedule math, the entropy estimate on a known model, the reward mix and its
+success switch, training, save/load."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +18,7 @@ TASK = "drawer-open-v3"
 
 def _tiny(**kw):
     """A 16 px, two-level UNet (about 0.17 M parameters): trains in seconds, same code path as the default."""
-    kw = {"size": 16, "channels": (16, 32), "batch": 16, "lr": 1e-3, "eval_timesteps": (500, 700, 900), **kw}
+    kw = {"size": 16, "channels": (16, 32), "batch": 16, "lr": 1e-3, **kw}
     return DiffusionReward(**kw)
 
 
@@ -34,10 +37,55 @@ def test_schedule_known_values():
 
 def test_default_model_size_and_bad_settings():
     assert 2e6 < DiffusionReward().n_params < 4e6  # "small: ~3M params"
-    with pytest.raises(ValueError, match="eval_timesteps"):
-        DiffusionReward(eval_timesteps=(1000,))
+    with pytest.raises(ValueError, match="skip_step"):
+        DiffusionReward(skip_step=999)
     with pytest.raises(ValueError, match="history"):
         DiffusionReward(history=0)
+
+
+def test_denoising_chain_follows_the_original_skip():
+    """The original's chain: 100 steps, skip 9 -> 99, 89, ..., 9, 0 (11 network calls); ours the same tenths of 1000."""
+    assert DiffusionReward(size=16, channels=(16, 32)).denoise_steps == (999, 899, 799, 699, 599, 499, 399, 299, 199, 99, 0)
+    assert DiffusionReward(size=16, channels=(16, 32), n_timesteps=100, skip_step=9).denoise_steps == (
+        99, 89, 79, 69, 59, 49, 39, 29, 19, 9, 0)
+    assert DiffusionReward(size=16, channels=(16, 32), n_timesteps=10, skip_step=2).denoise_steps == (9, 6, 3, 0)
+
+
+class _GaussianNextFrame(torch.nn.Module):
+    """The exact noise predictor when the next frame is ``N(0, sigma^2 I)`` with a small ``sigma`` after a
+    bright context frame and a large one after a dark one: a video model with known conditional entropies."""
+
+    def __init__(self, abar, narrow=0.05, broad=0.5):
+        super().__init__()
+        self.abar, self.narrow, self.broad = abar, narrow, broad
+
+    def forward(self, x, t):
+        xt, ctx = x[:, :3], x[:, 3:]
+        sigma = torch.where(ctx.flatten(1).mean(1) > 0, self.narrow, self.broad).view(-1, 1, 1, 1)
+        a = self.abar[t].float().view(-1, 1, 1, 1)
+        return SimpleNamespace(sample=(1 - a).sqrt() * xt / (a * sigma ** 2 + 1 - a))
+
+
+def _frames(n, k, value):
+    return np.full((n, k, 3, 16, 16), value, np.uint8) if k else np.full((n, 3, 16, 16), value, np.uint8)
+
+
+def test_entropy_reward_prefers_the_confident_context_on_a_known_model():
+    """Lower conditional entropy of what comes next -> higher reward (a sign error or a likelihood of the
+    observed frame fails this), conditioned on the frames up to the *reached* one, as in the original."""
+    m = _tiny()
+    m.unet = _GaussianNextFrame(m.abar)
+    bright, dark = 230, 20
+    sure = m.ce_reward_raw(_frames(3, 2, bright), _frames(3, 0, bright))
+    unsure = m.ce_reward_raw(_frames(3, 2, dark), _frames(3, 0, dark))
+    assert np.all(np.isfinite(sure)) and np.all(sure > unsure + 50), (sure, unsure)
+    # the context is (o_t, o_{t+1}): the reached frame decides, the oldest history frame is not read
+    hist = np.concatenate([_frames(3, 1, dark), _frames(3, 1, bright)], 1)
+    np.testing.assert_allclose(m.ce_reward_raw(hist, _frames(3, 0, bright)), sure)
+    assert np.all(m.ce_reward_raw(_frames(3, 2, bright), _frames(3, 0, dark)) < sure - 50)
+    # standardised with the expert statistics: an expert-like (confident) step scores above an unsure one
+    m.ce_stats = type(m.ce_stats)(float(sure.mean()), 1.0, 3.0)
+    assert np.all(m.ce_reward(_frames(3, 2, dark), _frames(3, 0, dark)) < 0)
 
 
 def test_mix_weights_and_success_switch(videos):
