@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         prompts[task.arm_prompt] = tuple(args.arm_bodies)
         task = dataclasses.replace(task, prompts=prompts)
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
-    variant = (f"{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
+    # the step budget is part of the name: a longer run must not resume a shorter one's checkpoint,
+    # whose learning-rate schedule annealed to 0 at the shorter budget
+    variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
