@@ -6,7 +6,7 @@ Two commands (run with ``nice -n 10`` on the shared machine; one torch thread):
              - ReLAM: the point reward of ``relam.reward.label_trajectory`` on a tracked keypoint
                track (distance math only), and, separately, the LK tracker that produces the track;
              - DACfO: the discriminator, batched over the whole rollout and called once per step;
-             - Diffusion Reward: the default 2.5 M-parameter UNet at 32 px, 3 noise levels, + RND,
+             - Diffusion Reward: the default 2.5 M-parameter UNet at 32 px, an 11-step skipped reverse chain (skip_step 99 of 1000), + RND,
                batched (timed on ``--diffusion-steps`` transitions and scaled to 1,000).
 ``ranking``  per task: fit both baselines on expert videos and compare the mean per-step reward of
              held-out expert videos with random-action videos (success reward not paid).
