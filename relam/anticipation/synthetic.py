@@ -2,21 +2,14 @@
 benchmark's stand-in when no demos exist."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from relam.subgoals import SubgoalSequence
 
-@dataclass
-class SyntheticSequence:
-    """Same fields as ``relam.subgoals.SubgoalSequence``, drawn procedurally."""
 
-    task: str
-    seed: int
-    initial_frame: np.ndarray
-    keypoints: np.ndarray
-    keyframe_steps: np.ndarray
-    keyframe_images: np.ndarray
+#: procedural items are plain :class:`relam.subgoals.SubgoalSequence` objects (no tracks, no
+#: object mask); the name stays for callers that imported it
+SyntheticSequence = SubgoalSequence
 
 
 def _draw_scene(size: int, base: np.ndarray, grip: np.ndarray, obj: np.ndarray,
@@ -39,7 +32,7 @@ def _draw_scene(size: int, base: np.ndarray, grip: np.ndarray, obj: np.ndarray,
 def synthetic_subgoal_items(task: str = "synth-push", n: int = 20, seed: int = 0,
                             num_points: int = 4, size: int = 128,
                             scene_tint: tuple[int, int, int] | None = None
-                            ) -> list[SyntheticSequence]:
+                            ) -> list[SubgoalSequence]:
     """Procedural stand-in for a subgoal dataset: an arm reaching a box, then moving it.
 
     Keypoints: ``num_points - 1`` points along the arm and the box centre. Tasks:
@@ -79,7 +72,7 @@ def synthetic_subgoal_items(task: str = "synth-push", n: int = 20, seed: int = 0
         kps = np.asarray(kps, np.float32)
         frames = [_draw_scene(size, base, g, o, bg, (40, 160, 60))
                   for g, o in zip(path_g, path_o)]
-        items.append(SyntheticSequence(
+        items.append(SubgoalSequence(
             task=task, seed=s, initial_frame=frames[0], keypoints=kps,
             keyframe_steps=np.arange(1, len(kps), dtype=np.int64) * 10,
             keyframe_images=np.stack(frames[1:])))
