@@ -296,8 +296,8 @@ def select_keypoints(
         # np.argmax takes the first (lowest index) on ties, so the start is deterministic
         idx_moving = np.flatnonzero(moving)
         first = [start]
-        if object_points > 1:
-            idx_obj = np.flatnonzero(moving & on_object)
+        idx_obj = np.flatnonzero(moving & on_object)
+        if object_points > 1 and idx_obj.size > 1:  # the start is an object pixel here
             k = min(int(object_points), num_points, idx_obj.size)
             first = idx_obj[farthest_point_sampling(uv[idx_obj], k, int(np.searchsorted(idx_obj, start)))].tolist()
         seeds = [int(np.searchsorted(idx_moving, i)) for i in first]

@@ -58,6 +58,10 @@ def test_select_keypoints_takes_object_points_first():
     # more object points asked than object pixels move: the ones that move, then the arm
     sel = select_keypoints(uv, tracks, on_obj, num_points=4, motion_threshold=3.0, object_points=3)
     assert sel.on_object.sum() == 2
+    # no object pixel at all: plain FPS from the most-moving pixel, as with one object point
+    no_obj = np.zeros(len(uv), bool)
+    assert (select_keypoints(uv, tracks, no_obj, num_points=2, motion_threshold=5.0, object_points=2).indices.tolist()
+            == select_keypoints(uv, tracks, no_obj, num_points=2, motion_threshold=5.0).indices.tolist())
     with pytest.raises(ValueError, match="object_points"):
         KeypointSettings(num_points=4, object_points=5)
     # the default leaves the cache keys of datasets made before the field existed unchanged
