@@ -1,5 +1,5 @@
 """experiments/headline.yaml, the README's main job: ReLAM on Drawer Open (points-only loop) next to
-Random, sized for about 45 minutes on 2 cores at the quick scale."""
+Random, sized for about an hour on 2 cores at the quick scale."""
 from relam.experiments import expand, load_spec
 from relam.experiments.spec import OrderingClaim
 
@@ -17,7 +17,7 @@ def test_headline_quick_fits_the_main_job():
     assert spec.tasks == ["drawer-open-v3"] and spec.seeds_at("quick") == [0]
     b = spec.budget("drawer-open-v3", "quick")
     assert (b.train_steps, b.eval_every, b.eval_episodes, b.n_demos, b.policy_input, b.n_envs, b.lr_schedule) == \
-        (400_000, 25_000, 30, 100, "points", 8, "linear")
+        (1_000_000, 50_000, 30, 100, "points", 8, "linear")
     assert [m.method for m in spec.methods] == ["relam", "relam", "random"] and spec.entry("Random").reference
     assert spec.paper_value("drawer-open-v3", "ReLAM (anticipated)") == 100.0
     [claim] = spec.claims
