@@ -8,8 +8,15 @@
     relam gif SPEC [--scale S] [--task T] [--method M] [--seed N] [--episodes K] [--out F.gif]
     relam export OUT.tar.gz [SPEC --scale S]
     relam import IN.tar.gz
+    relam demos make|summary|view TASK ... [--kind expert|offline]
+    relam subgoals TASK [--n-demos N] [--num-points K] [--segmenter S] [--tracker T] [--rebuild]
+    relam overlay TASK --out F.png|F.gif [--demo I] [--kind K] [--num-points K] [...]
+    relam regression [--regenerate] [--checks NAME ...] [--expected F.json]
+    relam anticipation train|evaluate ...   (parsed by relam.anticipation.cli)
 
-``python -m relam`` is the same command.
+``python -m relam`` is the same command. Every subcommand's arguments are parsed here; the library
+modules it calls (relam.demos, relam.subgoals, relam.overlay, relam.regression, ...) have no
+command line of their own (their ``python -m relam.X`` is a shim that calls :func:`main`).
 
 SPEC is a path or a name in experiments/ (``table4``). The scale defaults to ``$RELAM_SCALE`` or
 ``smoke``. Other modules add subcommands with :func:`add_subcommand` (a ``setup(parser)`` that adds
@@ -89,6 +96,7 @@ class Subcommand:
     setup: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     help: str
+    description: str = ""
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {}
@@ -98,9 +106,12 @@ PLUGIN_MODULES: list[str] = []
 
 
 def add_subcommand(name: str, setup_fn: Callable[[argparse.ArgumentParser], None],
-                   run_fn: Callable[[argparse.Namespace], int], help: str = "") -> None:
-    """Register ``relam NAME``: ``setup_fn(parser)`` adds its arguments, ``run_fn(args)`` runs it."""
-    SUBCOMMANDS[name] = Subcommand(name, setup_fn, run_fn, help or (run_fn.__doc__ or "").strip().split("\n")[0])
+                   run_fn: Callable[[argparse.Namespace], int], help: str = "", description: str = "") -> None:
+    """Register ``relam NAME``: ``setup_fn(parser)`` adds its arguments, ``run_fn(args)`` runs it.
+    ``help`` is its line in ``relam --help`` (default: the first line of ``run_fn``'s docstring),
+    ``description`` the top of ``relam NAME --help`` (default: ``help``)."""
+    SUBCOMMANDS[name] = Subcommand(name, setup_fn, run_fn, help or (run_fn.__doc__ or "").strip().split("\n")[0],
+                                   description)
 
 
 def _default_scale() -> str:
@@ -504,11 +515,182 @@ add_subcommand("export", setup_export, cmd_export)
 add_subcommand("import", setup_import, cmd_import)
 
 
+# --- demos / subgoals / overlay: the perception tools ------------------------------------------
+def setup_demos(p: argparse.ArgumentParser) -> None:
+    from relam.demos import KINDS
+
+    sub = p.add_subparsers(dest="cmd", required=True)
+    mk = sub.add_parser("make", help="make (or resume making) the demos of tasks",
+                        description="Make (or resume making) the demos of tasks.", **TOOL_HELP)
+    mk.add_argument("tasks", nargs="+", help="task names (see relam/tasks.yaml) or 'all'")
+    mk.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
+    mk.add_argument("-n", type=int, default=None, help="number of trajectories (default 100 expert / 200 offline)")
+    sm = sub.add_parser("summary", help="print a summary of stored demos",
+                        description="Print a summary of stored demos.", **TOOL_HELP)
+    sm.add_argument("tasks", nargs="+")
+    sm.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
+    vw = sub.add_parser("view", help="write a PNG strip or GIF of one demo",
+                        description="Write a PNG strip or GIF of one demo.", **TOOL_HELP)
+    vw.add_argument("task")
+    vw.add_argument("--index", type=int, default=0, help="which stored demo")
+    vw.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
+    vw.add_argument("--out", default=None, help="output .png or .gif (default: cache/views/...)")
+
+
+def cmd_demos(args: argparse.Namespace) -> int:
+    """make, summarise and view expert demos (relam demos --help)"""
+    from relam.cache import cache_dir
+    from relam.demos import load_demos, make_demos, save_view, summarize
+    from relam.tasks import get_task, list_tasks
+
+    if args.cmd == "view":
+        demos = load_demos(args.task, args.kind, n=args.index + 1)
+        out = args.out or cache_dir() / "views" / f"{args.task}-{args.kind}-{args.index}.png"
+        print(save_view(demos[args.index], out))
+        return 0
+    tasks = list_tasks() if args.tasks == ["all"] else args.tasks
+    for t in tasks:
+        if args.cmd == "make":
+            if args.kind == "offline" and not get_task(t).offline:
+                continue
+            make_demos(t, n=args.n, kind=args.kind)
+        print(summarize(t, args.kind))
+    return 0
+
+
+def _num_points_arg(p: argparse.ArgumentParser) -> None:
+    from relam.keypoints import KeypointSettings
+
+    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points, help="keypoints per demo")
+
+
+def _keypoint_settings(args: argparse.Namespace):
+    """The ``KeypointSettings`` of ``--num-points`` and the weights options (weights checked first)."""
+    from relam.keypoints import KeypointSettings
+
+    return KeypointSettings(num_points=args.num_points, **weights_kwargs(args))
+
+
+def setup_subgoals(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
+    p.add_argument("--n-demos", type=int, default=None, help="use the first N stored demos (default: all)")
+    _num_points_arg(p)
+    add_weights_args(p, segmenter=True, tracker=True)
+    p.add_argument("--rebuild", action="store_true", help="ignore an existing cached file")
+
+
+def cmd_subgoals(args: argparse.Namespace) -> int:
+    """build the subgoal dataset of a task (keypoints + keyframes)"""
+    import json
+
+    from relam.subgoals import build_subgoal_dataset, subgoal_cache_path
+
+    s = _keypoint_settings(args)
+    ds = build_subgoal_dataset(args.task, s, n_demos=args.n_demos, rebuild=args.rebuild)
+    print(json.dumps(ds.summary(), indent=2))
+    print(subgoal_cache_path(args.task, s, args.n_demos))
+    return 0
+
+
+def setup_overlay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
+    p.add_argument("--demo", type=int, default=0, help="index of the stored demo")
+    p.add_argument("--out", required=True, help="output file, .png or .gif")
+    p.add_argument("--kind", default="expert", help="demo kind (expert | offline)")
+    _num_points_arg(p)
+    add_weights_args(p, segmenter=True, tracker=True)
+
+
+def cmd_overlay(args: argparse.Namespace) -> int:
+    """draw keypoints, tracks and keyframes over a demo (PNG/GIF)"""
+    from pathlib import Path
+
+    import numpy as np
+
+    from relam.demos import load_demos
+    from relam.overlay import overlay_gif, overlay_png
+    from relam.subgoals import subgoal_sequence
+
+    settings = _keypoint_settings(args)
+    demos = load_demos(args.task, kind=args.kind, n=args.demo + 1)
+    if len(demos) <= args.demo:
+        raise SystemExit(f"--demo {args.demo}: only {len(demos)} {args.kind} demos of {args.task} are stored; "
+                         f"run relam.demos.make_demos({args.task!r}, n={args.demo + 1})")
+    demo = demos[args.demo]
+    seq, _ = subgoal_sequence(demo, settings)
+    suffix = Path(args.out).suffix.lower()
+    if suffix == ".gif":
+        path = overlay_gif(demo, seq, args.out)
+    elif suffix == ".png":
+        path = overlay_png(demo, seq, args.out, settings)
+    else:
+        raise SystemExit(f"--out must end in .png or .gif, got {args.out!r}")
+    print(f"{path}: keypoints at t=0 {np.round(seq.keypoints[0], 1).tolist()}, "
+          f"keyframes {seq.keyframe_steps.tolist()}")
+    return 0
+
+
+# --- regression -------------------------------------------------------------------------------
+def setup_regression(p: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
+    from relam.cache import REPO_ROOT
+    from relam.regression import CHECKS, EXPECTED_PATH
+
+    p.add_argument("--regenerate", action="store_true",
+                   help=f"recompute and rewrite the expected values ({EXPECTED_PATH.relative_to(REPO_ROOT)})")
+    p.add_argument("--checks", nargs="+", choices=list(CHECKS), default=None, help="only these checks (default: all)")
+    p.add_argument("--expected", type=Path, default=EXPECTED_PATH,
+                   help=f"expected-values file (default: {EXPECTED_PATH.relative_to(REPO_ROOT)})")
+
+
+def cmd_regression(args: argparse.Namespace) -> int:
+    """Compare fixed-seed results with the stored expected values (exit 1 on a drift), or rewrite them."""
+    from relam.regression import REGENERATE_COMMAND, compare, drift_report, load_expected, run_checks, write_expected
+
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    timings: dict[str, float] = {}
+    results = run_checks(args.checks, timings)
+    for n, s in timings.items():
+        print(f"{n:20s} {s:6.1f} s")
+    if args.regenerate:
+        print(f"wrote {write_expected(results, args.expected)}")
+        return 0
+    expected = load_expected(args.expected)["checks"]
+    failed = 0
+    for n, r in results.items():
+        if n not in expected:
+            print(f"{n}: no expected values stored; run `{REGENERATE_COMMAND} --checks {n}`")
+            failed += 1
+            continue
+        drifts = compare(r, expected[n])
+        if drifts:
+            failed += 1
+            print(drift_report(n, drifts, load_expected(args.expected)))
+        else:
+            print(f"{n}: ok")
+    return 1 if failed else 0
+
+
+add_subcommand("demos", setup_demos, cmd_demos, description="Make, summarise and view expert demos.")
+add_subcommand("subgoals", setup_subgoals, cmd_subgoals, description=(
+    "Build (or load from the cache) the keypoint subgoal dataset of a task and print its summary."))
+add_subcommand("overlay", setup_overlay, cmd_overlay, description=(
+    "Draw the keypoints (Eq. 1), their tracks and the keyframes (Eq. 2) over one stored demo "
+    "of a task, as a PNG summary or an animated GIF."))
+add_subcommand("regression", setup_regression, cmd_regression,
+               help="run the fixed-seed regression checks against tests/regression/expected.json",
+               description="Fixed-seed regression checks (reward labels, keypoints/keyframes of a fixed demo, a tiny\n"
+                           "anticipation model). Without options: compare with the stored expected values.")
+
+
 #: ``relam NAME ...`` handed whole to a module's own ``main(argv)`` (its own --help and options)
 TOOLS: dict[str, tuple[str, str]] = {
-    "demos": ("relam.demos", "make, summarise and view expert demos (relam demos --help)"),
-    "subgoals": ("relam.subgoals", "build the subgoal dataset of a task (keypoints + keyframes)"),
-    "overlay": ("relam.overlay", "draw keypoints, tracks and keyframes over a demo (PNG/GIF)"),
     "anticipation": ("relam.anticipation", "train / evaluate the anticipation model"),
 }
 
@@ -545,17 +727,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for sc in SUBCOMMANDS.values():
         # argparse %-formats help strings (the command list), not descriptions (`relam CMD --help`)
-        p = sub.add_parser(sc.name, help=sc.help.replace("%", "%%"), description=sc.help,
+        p = sub.add_parser(sc.name, help=sc.help.replace("%", "%%"), description=sc.description or sc.help,
                            formatter_class=HelpFormatter, epilog=ENVIRONMENT_HELP)
         sc.setup(p)
-        p.set_defaults(_run=sc.run)
+        p.set_defaults(_run=sc.run, _parser=p)
     return parser
 
 
 def _dispatch(argv: list[str]) -> int:
     if argv and argv[0] in TOOLS:  # the tool parses its own arguments (and its own --help)
         return int(importlib.import_module(TOOLS[argv[0]][0]).main(argv[1:]) or 0)
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:  # named by the subcommand's parser (`relam demos: error: ...`), not by `relam`'s
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _check_scale(args)
     return int(args._run(args) or 0)
 

@@ -375,45 +375,9 @@ def save_view(demo: Demo, out: str | Path, n: int = 8) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from relam.toolargs import TOOL_HELP, tool_parser
+if __name__ == "__main__":  # `python -m relam.demos` is `relam demos` (the parsing is in relam.cli)
+    import sys
 
-    p = tool_parser("demos", "Make, summarise and view expert demos.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    mk = sub.add_parser("make", help="make (or resume making) the demos of tasks",
-                        description="Make (or resume making) the demos of tasks.", **TOOL_HELP)
-    mk.add_argument("tasks", nargs="+", help="task names (see relam/tasks.yaml) or 'all'")
-    mk.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
-    mk.add_argument("-n", type=int, default=None, help="number of trajectories (default 100 expert / 200 offline)")
-    sm = sub.add_parser("summary", help="print a summary of stored demos",
-                        description="Print a summary of stored demos.", **TOOL_HELP)
-    sm.add_argument("tasks", nargs="+")
-    sm.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
-    vw = sub.add_parser("view", help="write a PNG strip or GIF of one demo",
-                        description="Write a PNG strip or GIF of one demo.", **TOOL_HELP)
-    vw.add_argument("task")
-    vw.add_argument("--index", type=int, default=0, help="which stored demo")
-    vw.add_argument("--kind", choices=KINDS, default="expert", help="demo kind")
-    vw.add_argument("--out", default=None, help="output .png or .gif (default: cache/views/...)")
-    a = p.parse_args(argv)
-    from relam.tasks import list_tasks
+    from relam.cli import main
 
-    tasks = list_tasks() if getattr(a, "tasks", None) == ["all"] else getattr(a, "tasks", [a.__dict__.get("task")])
-    if a.cmd == "make":
-        for t in tasks:
-            if a.kind == "offline" and not get_task(t).offline:
-                continue
-            make_demos(t, n=a.n, kind=a.kind)
-            print(summarize(t, a.kind))
-    elif a.cmd == "summary":
-        for t in tasks:
-            print(summarize(t, a.kind))
-    else:
-        demos = load_demos(a.task, a.kind, n=a.index + 1)
-        out = a.out or cache_dir() / "views" / f"{a.task}-{a.kind}-{a.index}.png"
-        print(save_view(demos[a.index], out))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["demos", *sys.argv[1:]]))

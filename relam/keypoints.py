@@ -40,7 +40,7 @@ class KeypointSettings:
 
     Defaults and why. Measured with the sim segmenter/tracker on the stored expert demos at 128 px
     (drawer-open 40 demos, door-open 40, button-press-wall 10, PushCube 10, PickCube 10; see
-    ``benchmarks/bench_keypoints.py`` and look at the result with ``python -m relam.overlay``):
+    ``benchmarks/bench_keypoints.py`` and look at the result with ``relam overlay``):
 
     - ``num_points = 4``: the paper's main setting (appendix C); 8 and 12 for the point-number
       ablation (Fig. 6a).

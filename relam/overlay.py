@@ -3,8 +3,8 @@
 A person should see at a glance that the points sit on the arm and the object, and that keyframes
 fall where the motion turns. Usage::
 
-    python -m relam.overlay drawer-open-v3 --demo 0 --out drawer.png   # keyframe panels + angles
-    python -m relam.overlay PushCube-v1 --demo 0 --out push.gif        # every frame, with trails
+    relam overlay drawer-open-v3 --demo 0 --out drawer.png   # keyframe panels + angles
+    relam overlay PushCube-v1 --demo 0 --out push.gif        # every frame, with trails
 
 PNG: the initial frame with every keypoint's full track (arm points in one colour family, object
 points ringed white), one panel per keyframe with the keypoints there, and the turning-angle score
@@ -23,7 +23,7 @@ from relam.cache import atomic_write_bytes
 from relam.keyframes import turning_angles
 from relam.keypoints import KeypointSettings
 
-__all__ = ["draw_policy_frame", "gif_bytes", "overlay_png", "overlay_gif", "main"]
+__all__ = ["draw_policy_frame", "gif_bytes", "overlay_png", "overlay_gif"]
 
 _COLORS = np.array([
     [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -260,40 +260,9 @@ def draw_policy_frame(frame: np.ndarray, keypoints: np.ndarray, plan: np.ndarray
     return img
 
 
-def main(argv: list[str] | None = None) -> None:
-    from relam.toolargs import add_weights_args, tool_parser, weights_kwargs
+if __name__ == "__main__":  # `python -m relam.overlay` is `relam overlay` (the parsing is in relam.cli)
+    import sys
 
-    p = tool_parser(
-        "overlay",
-        "Draw the keypoints (Eq. 1), their tracks and the keyframes (Eq. 2) over one stored demo "
-        "of a task, as a PNG summary or an animated GIF.")
-    p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
-    p.add_argument("--demo", type=int, default=0, help="index of the stored demo")
-    p.add_argument("--out", required=True, help="output file, .png or .gif")
-    p.add_argument("--kind", default="expert", help="demo kind (expert | offline)")
-    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points, help="keypoints per demo")
-    add_weights_args(p, segmenter=True, tracker=True)
-    a = p.parse_args(argv)
-    settings = KeypointSettings(num_points=a.num_points, **weights_kwargs(a))  # weights checked first
-    from relam.demos import load_demos
-    from relam.subgoals import subgoal_sequence
+    from relam.cli import main
 
-    demos = load_demos(a.task, kind=a.kind, n=a.demo + 1)
-    if len(demos) <= a.demo:
-        raise SystemExit(f"--demo {a.demo}: only {len(demos)} {a.kind} demos of {a.task} are stored; "
-                         f"run relam.demos.make_demos({a.task!r}, n={a.demo + 1})")
-    demo = demos[a.demo]
-    seq, _ = subgoal_sequence(demo, settings)
-    suffix = Path(a.out).suffix.lower()
-    if suffix == ".gif":
-        path = overlay_gif(demo, seq, a.out)
-    elif suffix == ".png":
-        path = overlay_png(demo, seq, a.out, settings)
-    else:
-        raise SystemExit(f"--out must end in .png or .gif, got {a.out!r}")
-    print(f"{path}: keypoints at t=0 {np.round(seq.keypoints[0], 1).tolist()}, "
-          f"keyframes {seq.keyframe_steps.tolist()}")
-
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["overlay", *sys.argv[1:]]))

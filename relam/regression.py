@@ -24,14 +24,15 @@ The expected values live in ``tests/regression/expected.json`` (``tests/test_reg
 compares them: integers, booleans and strings exactly, floats to 1e-4 relative).  When a change
 is *meant* to move them, regenerate and commit the file::
 
-    python -m relam.regression --regenerate
+    python -m relam.regression --regenerate      # the same as `relam regression --regenerate`
+
+The command line (``relam regression``) is in :mod:`relam.cli`.
 
 The demo is rolled out fresh (not read from the demo cache), so a stale cache can never hide a
 drift and the checks write nothing outside a temporary folder.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
@@ -60,7 +61,6 @@ __all__ = [
     "compare",
     "load_expected",
     "write_expected",
-    "main",
 ]
 
 EXPECTED_PATH = REPO_ROOT / "tests" / "regression" / "expected.json"
@@ -349,44 +349,9 @@ def drift_report(name: str, drifts: list[str], expected_file: dict, limit: int =
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m relam.regression",
-        description="Fixed-seed regression checks (reward labels, keypoints/keyframes of a fixed demo, a tiny "
-                    "anticipation model). Without options: compare with the stored expected values.")
-    p.add_argument("--regenerate", action="store_true",
-                   help=f"recompute and rewrite the expected values ({EXPECTED_PATH.relative_to(REPO_ROOT)})")
-    p.add_argument("--checks", nargs="+", choices=list(CHECKS), default=None, help="only these checks (default: all)")
-    p.add_argument("--expected", type=Path, default=EXPECTED_PATH, help="expected-values file")
-    a = p.parse_args(argv)
-    try:
-        import torch
+if __name__ == "__main__":  # `python -m relam.regression` is `relam regression` (the parsing is in relam.cli)
+    import sys
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
-    timings: dict[str, float] = {}
-    results = run_checks(a.checks, timings)
-    for n, s in timings.items():
-        print(f"{n:20s} {s:6.1f} s")
-    if a.regenerate:
-        print(f"wrote {write_expected(results, a.expected)}")
-        return 0
-    expected = load_expected(a.expected)["checks"]
-    failed = 0
-    for n, r in results.items():
-        if n not in expected:
-            print(f"{n}: no expected values stored; run `{REGENERATE_COMMAND} --checks {n}`")
-            failed += 1
-            continue
-        drifts = compare(r, expected[n])
-        if drifts:
-            failed += 1
-            print(drift_report(n, drifts, load_expected(a.expected)))
-        else:
-            print(f"{n}: ok")
-    return 1 if failed else 0
+    from relam.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["regression", *sys.argv[1:]]))

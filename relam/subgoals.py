@@ -359,23 +359,9 @@ def build_subgoal_dataset(task: str, settings: KeypointSettings | None = None,
     return ds
 
 
-def main(argv: list[str] | None = None) -> None:
-    from relam.toolargs import add_weights_args, tool_parser, weights_kwargs
+if __name__ == "__main__":  # `python -m relam.subgoals` is `relam subgoals` (the parsing is in relam.cli)
+    import sys
 
-    p = tool_parser(
-        "subgoals",
-        "Build (or load from the cache) the keypoint subgoal dataset of a task and print its summary.")
-    p.add_argument("task", help="task name, e.g. drawer-open-v3 or PushCube-v1")
-    p.add_argument("--n-demos", type=int, default=None, help="use the first N stored demos (default: all)")
-    p.add_argument("--num-points", type=int, default=KeypointSettings.num_points, help="keypoints per demo")
-    add_weights_args(p, segmenter=True, tracker=True)
-    p.add_argument("--rebuild", action="store_true", help="ignore an existing cached file")
-    a = p.parse_args(argv)
-    s = KeypointSettings(num_points=a.num_points, **weights_kwargs(a))
-    ds = build_subgoal_dataset(a.task, s, n_demos=a.n_demos, rebuild=a.rebuild)
-    print(json.dumps(ds.summary(), indent=2))
-    print(subgoal_cache_path(a.task, s, a.n_demos))
+    from relam.cli import main
 
-
-if __name__ == "__main__":
-    main()
+    raise SystemExit(main(["subgoals", *sys.argv[1:]]))

@@ -1,9 +1,9 @@
-"""The parts of the command line that the tools (``relam demos``, ``subgoals``, ``overlay``,
-``anticipation``) share with :mod:`relam.cli`: the error type, the parser and help format, the
-environment-variable epilog and the perception-weights options.
+"""The parts of the command line that :mod:`relam.cli` (``relam demos``, ``subgoals``, ``overlay``
+...) shares with :mod:`relam.anticipation.cli` (``relam anticipation``): the error type, the parser
+and help format, the environment-variable epilog and the perception-weights options.
 
-A module of its own, importing nothing of relam at module level, so that the tool modules can use
-it while :mod:`relam.cli` imports them: imports go one way.
+A module of its own, importing nothing of relam at module level, so that
+:mod:`relam.anticipation.cli` can use it while :mod:`relam.cli` runs it: imports go one way.
 """
 from __future__ import annotations
 

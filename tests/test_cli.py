@@ -121,6 +121,69 @@ def test_tool_subcommands_pass_their_arguments_through(capsys):
     assert "make" in out and "summary" in out and "view" in out
 
 
+@pytest.mark.parametrize("sub, words", [
+    ("demos", ("make", "summary", "view")),
+    ("subgoals", ("task", "--n-demos", "--num-points", "--segmenter", "--tracker", "--rebuild")),
+    ("overlay", ("task", "--demo", "--out", "--kind", "--num-points", "--cotracker-path")),
+    ("regression", ("--regenerate", "--checks", "reward_hand_track", "--expected")),
+])
+def test_moved_tool_subcommands_help(sub, words, capsys):
+    """The tools' command lines live in relam.cli: each one's --help through relam.cli.main."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([sub, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: relam {sub}" in out
+    assert all(w in out for w in words), out
+
+
+@pytest.mark.parametrize("sub", ["make", "summary", "view"])
+def test_demos_subcommand_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demos", sub, "--help"])
+    assert e.value.code == 0
+    assert f"usage: relam demos {sub}" in capsys.readouterr().out
+
+
+def test_library_modules_have_no_command_line():
+    """demos, subgoals, overlay and regression are libraries: no argparse and no main(); their
+    ``python -m`` shims hand the arguments to relam.cli."""
+    import importlib
+
+    for name in ("demos", "subgoals", "overlay", "regression"):
+        text = (REPO_ROOT / "relam" / f"{name}.py").read_text()
+        assert "argparse" not in text and "toolargs" not in text, name
+        assert not hasattr(importlib.import_module(f"relam.{name}"), "main"), name
+        assert f'main(["{name}", *sys.argv[1:]])' in text, name
+
+
+def test_python_m_shim_runs_the_cli(tmp_path):
+    import os
+    import sys
+
+    env = {**os.environ, "RELAM_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-m", "relam.demos", "--help"], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "usage: relam demos" in out.stdout and "summary" in out.stdout
+
+
+def test_demos_make_and_summary_dispatch(monkeypatch, capsys):
+    """`demos make/summary all`: every task; `make --kind offline` skips the tasks without offline data."""
+    import relam.demos
+    from relam.tasks import get_task, list_tasks
+
+    made = []
+    monkeypatch.setattr(relam.demos, "make_demos", lambda t, n=None, kind="expert": made.append((t, n, kind)))
+    monkeypatch.setattr(relam.demos, "summarize", lambda t, kind="expert": {"task": t, "kind": kind})
+    assert cli.main(["demos", "summary", "all"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str({"task": t, "kind": "expert"}) for t in list_tasks()]
+    assert cli.main(["demos", "make", "all", "--kind", "offline", "-n", "3"]) == 0
+    offline = [t for t in list_tasks() if get_task(t).offline]
+    assert made == [(t, 3, "offline") for t in offline] and 0 < len(offline) < len(list_tasks())
+    assert capsys.readouterr().out.splitlines() == [str({"task": t, "kind": "offline"}) for t in offline]
+
+
 # --- errors: one or two clean lines, exit status 2 (1 for the unexpected), traceback only with --debug
 def clean_error(capsys, max_lines: int = 2) -> str:
     """stderr of the last command: no traceback, at most ``max_lines`` lines."""

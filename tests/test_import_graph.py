@@ -24,6 +24,29 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _is_main_guard(node: ast.AST) -> bool:
+    """``if __name__ == "__main__":``"""
+    t = getattr(node, "test", None)
+    return (isinstance(node, ast.If) and isinstance(t, ast.Compare) and isinstance(t.left, ast.Name)
+            and t.left.id == "__name__" and len(t.ops) == 1 and isinstance(t.ops[0], ast.Eq)
+            and isinstance(t.comparators[0], ast.Constant) and t.comparators[0].value == "__main__")
+
+
+def _imports(tree: ast.AST):
+    """The import statements anywhere in a module (functions included), except in its
+    ``if __name__ == "__main__":`` block: that block runs only when the file is the program
+    (``python -m relam.demos``, a shim calling :func:`relam.cli.main`), as a module named
+    ``__main__`` that no module imports, so what it imports closes no cycle."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if _is_main_guard(node):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> the project modules it imports anywhere in its file."""
     mods = _modules()
@@ -35,7 +58,7 @@ def import_graph() -> dict[str, set[str]]:
 
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for m, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _imports(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -91,6 +114,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_a_main_guard_closes_no_cycle_but_a_function_does():
+    tree = ast.parse("import a\ndef f():\n    import b\nif __name__ == '__main__':\n    import c\n")
+    assert sorted(n.names[0].name for n in _imports(tree)) == ["a", "b"]
 
 
 def test_no_import_cycle_through_the_acyclic_modules():

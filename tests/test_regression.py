@@ -57,16 +57,19 @@ def test_drift_report_says_which_value_and_how_to_regenerate(expected_file):
 
 
 def test_command_line_compares_regenerates_and_fails_on_drift(tmp_path, capsys):
+    """`relam regression` (and its shim `python -m relam.regression`)."""
+    from relam.cli import main
+
     with pytest.raises(SystemExit) as e:
-        reg.main(["--help"])
+        main(["regression", "--help"])
     assert e.value.code == 0
     path = tmp_path / "expected.json"
-    assert reg.main(["--regenerate", "--checks", "reward_hand_track", "--expected", str(path)]) == 0
-    assert reg.main(["--checks", "reward_hand_track", "--expected", str(path)]) == 0
+    assert main(["regression", "--regenerate", "--checks", "reward_hand_track", "--expected", str(path)]) == 0
+    assert main(["regression", "--checks", "reward_hand_track", "--expected", str(path)]) == 0
     data = json.loads(path.read_text())
     data["checks"]["reward_hand_track"]["linear"]["rewards"][5] += 0.5
     path.write_text(json.dumps(data))
     capsys.readouterr()
-    assert reg.main(["--checks", "reward_hand_track", "--expected", str(path)]) == 1
+    assert main(["regression", "--checks", "reward_hand_track", "--expected", str(path)]) == 1
     out = capsys.readouterr().out
     assert "linear.rewards[5]" in out and reg.REGENERATE_COMMAND in out
