@@ -191,11 +191,11 @@ class RND(nn.Module):
         for _ in range(epochs):
             for idx in np.array_split(rng.permutation(len(images)), max(1, len(images) // batch)):
                 x = _to_float(images[idx], self.size)
-                l = (self.predictor(x) - self.target(x)).pow(2).mean()
+                batch_loss = (self.predictor(x) - self.target(x)).pow(2).mean()
                 self._opt.zero_grad()
-                l.backward()
+                batch_loss.backward()
                 self._opt.step()
-                loss = l.item()
+                loss = batch_loss.item()
         return loss
 
 

@@ -170,11 +170,11 @@ class DiffusionReward(FrameRewardModel):
             eps = torch.randn(x0.shape, generator=gen)
             noisy = noisy_sample(x0, eps, self.abar[t])
             pred = self.unet(torch.cat([noisy, self._inputs(hist[idx])], 1).to(dev), t.to(dev)).sample
-            l = F.mse_loss(pred, eps.to(dev))
+            batch_loss = F.mse_loss(pred, eps.to(dev))
             self.opt.zero_grad()
-            l.backward()
+            batch_loss.backward()
             self.opt.step()
-            loss = l.item()
+            loss = batch_loss.item()
             self.train_steps += 1
             bar.set_postfix(loss=f"{loss:.4f}")
         self._to_device(torch.device("cpu"))

@@ -34,7 +34,6 @@ Example (about 2 minutes for the three tasks on one core)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any

@@ -50,13 +50,6 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-__all__ = ["SUBCOMMANDS", "PLUGIN_MODULES", "Subcommand", "UsageError", "add_subcommand", "build_parser",
-           "main"]
-
-#: relam.experiments.spec.SCALES, repeated so that `relam --help` does not import the harness
-SCALES = ("smoke", "quick", "paper")
-
-
 from relam.toolargs import (  # noqa: F401 - re-exported: the command line's shared parts
     ENVIRONMENT_HELP,
     TOOL_HELP,
@@ -67,6 +60,12 @@ from relam.toolargs import (  # noqa: F401 - re-exported: the command line's sha
     tool_parser,
     weights_kwargs,
 )
+
+__all__ = ["SUBCOMMANDS", "PLUGIN_MODULES", "Subcommand", "UsageError", "add_subcommand", "build_parser",
+           "main"]
+
+#: relam.experiments.spec.SCALES, repeated so that `relam --help` does not import the harness
+SCALES = ("smoke", "quick", "paper")
 
 
 def _positive_int(text: str) -> int:

@@ -149,7 +149,8 @@ def _legend(img: np.ndarray) -> None:
     """Bottom-right key of :func:`draw_policy_frame`'s markers: a disc = a keypoint now, a cross = its target."""
     import cv2
 
-    w, h, y0 = 86, 34, img.shape[0] - 34
+    w, h = 86, 34
+    y0 = img.shape[0] - h
     box = img[y0:, img.shape[1] - w:]
     box[:] = (box.astype(np.float32) * 0.35).astype(np.uint8)
     x = img.shape[1] - w + 10

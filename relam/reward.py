@@ -35,7 +35,8 @@ state machines, which are shared by the online wrapper (step by step) and the of
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -172,20 +173,45 @@ def keypoint_distance(current: np.ndarray, target: np.ndarray) -> np.ndarray | f
     return float(d) if np.ndim(d) == 0 else d
 
 
+def _piecewise_table(settings: RewardSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x) and values (y) of the piecewise-linear shape over [0, 1], made once per knot set."""
+    try:
+        return _piecewise_table_cached(tuple(settings.piecewise_knots), tuple(settings.piecewise_values))
+    except TypeError:  # unhashable knots
+        return _piecewise_arrays(settings.piecewise_knots, settings.piecewise_values)
+
+
+def _piecewise_arrays(knots, values) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([[0.0], knots, [1.0]]), np.concatenate([[0.0], values, [-1.0]])
+
+
+@functools.lru_cache(maxsize=64)
+def _piecewise_table_cached(knots: tuple, values: tuple) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = _piecewise_arrays(knots, values)
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
+
+
 def shape_reward(distance: np.ndarray | float, settings: RewardSettings = RewardSettings()) -> np.ndarray | float:
     """Monotone map of a keypoint distance (px) to ``[-reward_range, 0]`` (0 at distance 0).
 
     All four shapes take the value 0 at ``d = 0`` and ``-reward_range`` at ``d >= d_max``
     (the same range over the same interval, as in Fig. 6b).
     """
+    if isinstance(distance, float) and settings.shape in ("piecewise_linear", "linear"):
+        # one step of the online reward: the same arithmetic on a Python float, without the array
+        # round trip (issue 21; bit-identical, tests/test_reward.py)
+        if not 0.0 <= distance < np.inf:
+            raise ValueError("shape_reward: distance must be finite and >= 0")
+        x = min(max(distance / settings.d_max, 0.0), 1.0)
+        unit = np.interp(x, *_piecewise_table(settings)) if settings.shape == "piecewise_linear" else -x
+        return float(settings.reward_range * unit)
     d = np.asarray(distance, dtype=np.float64)
     if np.any(d < 0) or np.any(~np.isfinite(d)):
         raise ValueError("shape_reward: distance must be finite and >= 0")
     x = np.clip(d / settings.d_max, 0.0, 1.0)
     if settings.shape == "piecewise_linear":
-        xs = np.concatenate([[0.0], settings.piecewise_knots, [1.0]])
-        ys = np.concatenate([[0.0], settings.piecewise_values, [-1.0]])
-        unit = np.interp(x, xs, ys)
+        unit = np.interp(x, *_piecewise_table(settings))
     elif settings.shape == "linear":
         unit = -x
     elif settings.shape == "exponential":
@@ -276,11 +302,16 @@ class StageTracker:
 
     def advance(self, keypoints: np.ndarray) -> tuple[float, bool]:
         """Distance of ``keypoints`` to the current target, and whether that reaches it (then advance)."""
-        d = keypoint_distance(keypoints, self.target)
+        kp, target = np.asarray(keypoints, dtype=np.float64), self.target
+        if kp.shape != target.shape:
+            d = keypoint_distance(kp, target)  # the general form (it raises on a wrong shape)
+            per_point = np.linalg.norm(kp - target, axis=-1)
+        else:  # the per-point distances once, for Eq. (3) and for the "every" test
+            per_point = np.linalg.norm(kp - target, axis=-1)
+            d = float(per_point.mean(axis=-1))
         if self.reach == "mean":
             close = d < self.theta_s
         else:
-            per_point = np.linalg.norm(np.asarray(keypoints, np.float64) - self.target, axis=-1)
             close = bool(np.all(per_point < self.theta_s))
         reached = (not self.done) and close
         if reached:

@@ -9,7 +9,6 @@ import torch
 
 from relam.anticipation import (
     AnticipationConfig,
-    AnticipationModel,
     AnticipationNet,
     default_task_frames,
     denormalise_coords,

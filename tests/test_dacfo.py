@@ -5,10 +5,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from baselines.common import RolloutRewardCallback, to_policy_images, transition_items
-from baselines.evaluation import expert_vs_random, random_action_videos, ranking_auc
+from baselines.evaluation import expert_vs_random, ranking_auc
 from baselines.dacfo import DACfO, DiscriminatorEnsemble, logit_reward
 
 TASK = "drawer-open-v3"

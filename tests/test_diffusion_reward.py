@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.evaluation import expert_vs_random, random_action_videos
+from baselines.evaluation import expert_vs_random
 from baselines.diffusion_reward import DiffusionReward, linear_alphas_cumprod, noisy_sample
 
 TASK = "drawer-open-v3"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.embedding import PixelEmbedding, resize_images
+from baselines.embedding import resize_images
 from baselines.is_generator import FlowSettings, SubgoalImageModel, pixel_error, training_pairs
 from baselines.is_reward import (
     ImageRewardSettings,

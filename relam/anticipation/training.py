@@ -184,7 +184,9 @@ def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
         nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
 
-        run["loss"] += float(loss.detach()); run["mse"] += parts["mse"]; run["bce"] += parts["bce"]
+        run["loss"] += float(loss.detach())
+        run["mse"] += parts["mse"]
+        run["bce"] += parts["bce"]
         run["n"] += 1
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             k = run["n"]
