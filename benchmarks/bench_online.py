@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="keypoints taken on the object before FPS covers the arm (ground-truth subgoals only)")
     ap.add_argument("--max-step", type=int, default=None,
                     help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
+    ap.add_argument("--camera", type=float, nargs=7, default=None, metavar=("PX", "PY", "PZ", "LX", "LY", "LZ", "FOVY"),
+                    help="override the task's camera: position, look-at point (world metres) and vertical fov")
     ap.add_argument("--post-success-steps", type=int, default=None,
                     help="override the task entry's post_success_steps (expert steps after its first success)")
     ap.add_argument("--no-segment-gae", action="store_true", help="plain GAE (ablation)")
@@ -86,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task(args.task)
     if args.post_success_steps is not None:
         task = dataclasses.replace(task, post_success_steps=args.post_success_steps)
+    if args.camera:
+        from relam.tasks import CameraPose
+
+        task = dataclasses.replace(task, camera=CameraPose(tuple(args.camera[:3]), tuple(args.camera[3:6]), args.camera[6]))
     if args.arm_bodies:
         prompts = dict(task.prompts)
         prompts[task.arm_prompt] = tuple(args.arm_bodies)
@@ -97,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
-               + (f"-obj{args.object_points}" if args.object_points != 1 else ""))
+               + (f"-obj{args.object_points}" if args.object_points != 1 else "")
+               + ("-cam" + "_".join(f"{v:g}" for v in args.camera) if args.camera else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
@@ -107,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
+    if args.subgoals == "generated" and args.camera:
+        ap.error("--camera: the anticipation models are trained on the task's own camera; use it with "
+                 "--subgoals ground_truth")
     if args.subgoals == "generated" and args.object_points != 1:
         ap.error("--object-points: the anticipation models are trained on one object point; use it with "
                  "--subgoals ground_truth")
