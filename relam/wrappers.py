@@ -195,7 +195,24 @@ class GroundTruthSubgoals:
     is the same as with full rendering, because the sim segmenter reads frame 0 only and the sim
     tracker reads body poses.  Both steps are injectable (``rollout(task, seed) -> demo``,
     ``extract(demo) -> plan``) for tests and for other trackers/segmenters.
+
+    Lean Meta-World path (``fast=True``, the default rollout and extraction, sim segmenter and
+    tracker): the expert is replayed by :meth:`_lean_rollout`, which records what the plan reads
+    (frame 0's body segmentation and depth, the body poses of every step, actions, success) and
+    renders two passes per episode (segmentation and depth; no RGB frame, which neither the sim
+    segmenter nor the plan reads). Those frame-0 views are kept for the last few seeds, and
+    :meth:`frame0_env` hands them to the training env's sim tracker at its reset (same seed, same
+    initial state: checked against the recorded body and geom poses), so that reset renders
+    nothing. Measured (issue 21, drawer-open-v3, one core under load): 6 render passes an
+    episode became 2, and the plan is bit-identical to the :class:`_FirstFrameView` path
+    (``tests/test_wrappers.py``).
     """
+
+    #: ``plan`` ignores ``initial_frame`` (it replays the expert from the seed), so
+    #: :class:`ReLAMWrapper` does not render one for it.
+    needs_frame = False
+    #: frame-0 views kept for this many recent seeds (depth + segmentation, about 100 KB each)
+    views_kept = 8
 
     def __init__(
         self,
@@ -217,6 +234,8 @@ class GroundTruthSubgoals:
         self._memo: dict[tuple[str, int], np.ndarray] = {}
         self.cache_size = int(cache_size)
         self.expert_failures = 0
+        self._lean = self.fast and rollout is None and extract is None
+        self._views: dict[tuple[str, int], dict[str, Any]] = {}
 
     def _expert_rollout(self, task: Any, seed: int) -> Any:
         from relam.demos import rollout_expert
@@ -226,7 +245,10 @@ class GroundTruthSubgoals:
         if name not in self._envs:
             self._envs[name] = make_env(task, render=not self.fast)
         env = self._envs[name]
-        demo = rollout_expert(_FirstFrameView(env) if self.fast else env, int(seed))
+        if self._lean and getattr(env.task, "suite", None) == "metaworld":
+            demo = self._lean_rollout(env, int(seed))
+        else:
+            demo = rollout_expert(_FirstFrameView(env) if self.fast else env, int(seed))
         if demo is None:  # ManiSkill's motion planner found no plan from this state
             raise RuntimeError(
                 f"GroundTruthSubgoals: the expert found no plan on task {task} seed {seed}; no ground-truth "
@@ -237,6 +259,80 @@ class GroundTruthSubgoals:
         # counted, rather than failing the whole run.
         self.expert_failures += int(not demo.succeeded)
         return demo
+
+    def _lean_rollout(self, env: Any, seed: int) -> Any:
+        """:func:`relam.demos.rollout_expert` on a Meta-World TaskEnv, recording only what the plan
+        reads: the same reset, scripted policy, actions and stopping rule, body poses every step,
+        frame 0's body segmentation and depth (two render passes, no RGB). ``frames`` is a
+        read-only all-black stand-in of the right shape (the sim segmenter reads the segmentation,
+        not the image) and ``body_seg`` repeats frame 0's, as with :class:`_FirstFrameView`.
+        ``tests/test_wrappers.py`` checks it against ``rollout_expert`` array by array."""
+        from metaworld.policies import ENV_POLICY_MAP
+
+        from relam.demos import Demo
+
+        spec = env.task
+        env.reset(seed=seed)
+        seg0 = np.asarray(env.body_segmentation()).astype(np.int16)
+        depth0 = np.asarray(env.depth()).astype(np.float32)
+        p, r = env.body_poses()
+        pos, rot = [p], [r]
+        sim = env.sim.data
+        geom = (sim.geom_xpos.copy(), sim.geom_xmat.copy())
+        actions: list[np.ndarray] = []
+        rewards: list[float] = []
+        success: list[bool] = []
+        policy = ENV_POLICY_MAP[spec.env_id]()
+        first_success = None  # as rollout_expert: the expert runs post_success_steps past it
+        for t in range(spec.horizon):
+            action = np.clip(policy.get_action(env.state()), -1, 1)
+            _, _, _, trunc, info = env.step(action)
+            actions.append(np.asarray(action, np.float32).reshape(-1))
+            rewards.append(info["env_reward"])
+            success.append(info["success"])
+            p, r = env.body_poses()
+            pos.append(p)
+            rot.append(r)
+            if info["success"] and first_success is None:
+                first_success = t
+            if trunc or (first_success is not None and t - first_success >= spec.post_success_steps):
+                break
+        n, (h, w) = len(pos), seg0.shape
+        demo = Demo(
+            frames=np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, h, w, 3)),
+            body_seg=np.broadcast_to(seg0, (n, h, w)), depth0=depth0, body_pos=np.stack(pos),
+            body_rot=np.stack(rot),
+            actions=np.stack(actions) if actions else np.zeros((0, env.action_space.shape[0]), np.float32),
+            env_reward=np.asarray(rewards, np.float32), success=np.asarray(success, bool),
+            camera=env.camera, task=spec.name, seed=seed, body_names=env.body_names,
+        )
+        key = (spec.name, int(seed))
+        self._views.pop(key, None)
+        while len(self._views) >= max(1, int(self.views_kept)):
+            self._views.pop(next(iter(self._views)))
+        self._views[key] = {"seg": seg0, "depth": depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
+                            "geom_xpos": geom[0], "geom_xmat": geom[1], "K": np.array(env.camera.K),
+                            "world_to_cam": np.array(env.camera.world_to_cam)}
+        return demo
+
+    def frame0_env(self, env: Any, task: str, seed: int | None) -> Any:
+        """``env`` for a sim tracker's reset, serving ``depth()`` and ``body_segmentation()`` from
+        the expert replay of the same seed when ``env`` is in exactly the recorded initial state
+        (body and geom poses and camera equal bit for bit), so nothing is rendered; else ``env``."""
+        if seed is None:
+            return env
+        v = self._views.get((str(task), int(seed)))
+        sim = getattr(getattr(env, "sim", None), "data", None)
+        if v is None or sim is None or not hasattr(env, "body_poses"):
+            return env
+        cam = getattr(env, "camera", None)
+        pos, rot = env.body_poses()
+        same = (
+            cam is not None and np.array_equal(cam.K, v["K"]) and np.array_equal(cam.world_to_cam, v["world_to_cam"])
+            and np.array_equal(pos, v["pos"]) and np.array_equal(rot, v["rot"])
+            and np.array_equal(sim.geom_xpos, v["geom_xpos"]) and np.array_equal(sim.geom_xmat, v["geom_xmat"])
+        )
+        return _RecordedViews(env, v["depth"], v["seg"]) if same else env
 
     def _subgoals(self, demo: Any) -> np.ndarray:
         from relam.keypoints import KeypointSettings
@@ -265,6 +361,24 @@ class GroundTruthSubgoals:
         for e in self._envs.values():
             e.close()
         self._envs.clear()
+        self._views.clear()
+
+
+class _RecordedViews:
+    """A TaskEnv whose frame-0 depth and body segmentation are served from a recording of the same
+    state (:meth:`GroundTruthSubgoals.frame0_env`); everything else is the env's own."""
+
+    def __init__(self, env: Any, depth: np.ndarray, seg: np.ndarray):
+        self._env, self._depth, self._seg = env, depth, seg
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def depth(self) -> np.ndarray:
+        return self._depth.copy()
+
+    def body_segmentation(self) -> np.ndarray:
+        return self._seg.copy()
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -381,13 +495,18 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         episode_seed = self._next_episode_seed(seed)
         image, info = self.env.reset(seed=episode_seed, options=options)
-        frame = self._frame(image)
+        # the frame is rendered only for someone who reads it: the policy image, a pixel tracker, or
+        # a planner that plans from it (GroundTruthSubgoals replays the seed instead)
+        need_frame = self.include_image or self._needs_frames or getattr(self.planner, "needs_frame", True)
+        frame = self._frame(image) if need_frame else None
         base = self.env.unwrapped
-        plan = check_plan(
-            self.planner.plan(frame, _task_name(self.env), env=base, seed=episode_seed), self.n_points
-        )
+        task = _task_name(self.env)
+        plan = check_plan(self.planner.plan(frame, task, env=base, seed=episode_seed), self.n_points)
         self.plan_ = plan
-        self.tracker.reset(frame, plan[0], env=base)
+        tracker_env = base
+        if not self._needs_frames and hasattr(self.planner, "frame0_env"):
+            tracker_env = self.planner.frame0_env(base, task, episode_seed)
+        self.tracker.reset(frame, plan[0], env=tracker_env)
         self.keypoints_ = np.asarray(self.tracker.update(frame, env=base), dtype=np.float64)
         self.reward_fn.reset(plan[1:])
         info = dict(info)

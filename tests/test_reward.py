@@ -199,3 +199,47 @@ def test_reach_every_needs_each_keypoint_mean_does_not():
     assert every.step(kp).reached
     with pytest.raises(ValueError, match="reach"):
         RewardSettings(reach="any")
+
+
+def _reference_rewards(track, subgoals, s):
+    """The online reward as written before issue 21's fast path (array round trips, distances
+    computed twice): keypoint_distance + the array form of shape_reward + the per-point test."""
+    stage, out = 0, []
+    n = len(subgoals)
+    for kp in np.asarray(track, np.float64)[1:]:
+        target = subgoals[min(stage, n - 1)]
+        d = keypoint_distance(kp, target)
+        per_point = np.linalg.norm(kp - target, axis=-1)
+        close = d < s.theta_s if s.reach == "mean" else bool(np.all(per_point < s.theta_s))
+        reached = stage < n and close
+        r = float(shape_reward(np.asarray(d), s)) - s.unreached_penalty * (n - stage)
+        if reached:
+            r += s.stage_bonus + (s.final_bonus if stage + 1 == n else 0.0)
+            stage += 1
+        out.append((r, d, stage))
+    return out
+
+
+@pytest.mark.parametrize("shape", ["piecewise_linear", "linear", "exponential", "logistic"])
+@pytest.mark.parametrize("reach", ["every", "mean"])
+def test_scalar_fast_path_is_bit_identical_to_the_array_form(shape, reach):
+    """Issue 21: the per-step reward takes a float fast path; it must equal the array arithmetic
+    bit for bit (distances, rewards, stage switches)."""
+    s = RewardSettings(shape=shape, reach=reach)
+    d = np.concatenate([[0.0, 1e-12, 6.4, 64.0, 64.0 + 1e-9, 500.0], np.random.default_rng(0).uniform(0, 90, 500)])
+    for x in d:
+        assert shape_reward(float(x), s) == float(shape_reward(np.asarray(x), s))
+    rng = np.random.default_rng(1)
+    subgoals = rng.uniform(10, 110, (4, 4, 2))
+    # a track that walks through the subgoals with noise, so every stage is reached on the way
+    way = np.concatenate([np.linspace(a, b, 15) for a, b in zip(np.concatenate([subgoals[:1] + 30, subgoals[:-1]]), subgoals)])
+    track = (way + rng.normal(0, 1.5, way.shape)).astype(np.float32)
+    rew = ReLAMReward(s)
+    rew.reset(subgoals)
+    got = [(o.reward, o.distance, o.next_stage) for o in (rew.step(kp) for kp in np.asarray(track, np.float64)[1:])]
+    assert got == _reference_rewards(track, subgoals, s)
+    assert got[-1][2] >= 2  # the walk reached subgoals (stage switches were compared too)
+    with pytest.raises(ValueError, match="finite"):
+        shape_reward(float("nan"), s)
+    with pytest.raises(ValueError, match="finite"):
+        shape_reward(-1.0, s)

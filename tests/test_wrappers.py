@@ -205,7 +205,6 @@ def test_check_env_on_drawer_open():
 def test_ground_truth_plan_fast_equals_full_and_expert_reaches_it():
     pytest.importorskip("metaworld")
     from relam.demos import rollout_expert
-    from relam.reward import label_trajectory
     from relam.tasks import make_env
 
     fast, full = GroundTruthSubgoals(fast=True), GroundTruthSubgoals(fast=False)
@@ -277,3 +276,83 @@ def test_closing_a_subgoal_wrapper_closes_its_planner_and_env():
     assert closed == ["planner", "env"]
     Wrapper(Env(), object()).close()
     assert closed == ["planner", "env", "env"]
+
+
+@pytest.mark.slow
+def test_lean_ground_truth_path_is_bit_identical_to_the_first_frame_view_path():
+    """Issue 21: the lean Meta-World expert replay (two render passes, frame-0 views handed to the
+    training env's tracker) gives the same demo arrays, plans, observations and rewards as the
+    rollout_expert + _FirstFrameView path with the training env rendering its own frame 0."""
+    pytest.importorskip("metaworld")
+    from relam.demos import rollout_expert
+    from relam.tasks import make_env
+    from relam.wrappers import _FirstFrameView
+
+    task = "drawer-open-v3"
+    ref_env = make_env(task, render=False)
+    lean = GroundTruthSubgoals()
+    ref = GroundTruthSubgoals(rollout=lambda t, s: rollout_expert(_FirstFrameView(ref_env), s))
+    new_env = ReLAMWrapper(make_env(task, render=False), lean, include_image=False)
+    renders = []
+    base = new_env.unwrapped
+    render_pass = base._render_pass
+    base._render_pass = lambda kind: renders.append(kind) or render_pass(kind)
+    try:
+        for seed in (0, 7, 123456):
+            demo_ref = rollout_expert(_FirstFrameView(ref_env), seed)
+            lean.plan(None, task, seed=seed + 1)  # the expert env exists, another seed is kept
+            demo_new = lean._rollout(task, seed)
+            for name in ("body_pos", "body_rot", "actions", "env_reward", "success", "depth0"):
+                np.testing.assert_array_equal(getattr(demo_new, name), getattr(demo_ref, name), err_msg=name)
+            np.testing.assert_array_equal(demo_new.body_seg[0], demo_ref.body_seg[0])
+            assert demo_new.frames.shape == demo_ref.frames.shape and demo_new.body_seg.shape == demo_ref.body_seg.shape
+            p_ref, p_new = ref.plan(None, task, seed=seed), lean.plan(None, task, seed=seed)
+            np.testing.assert_array_equal(p_new, p_ref)
+            # the same episode, once with the training env rendering its own frame 0 (a fixed plan),
+            # once with the planner's recorded views (nothing rendered at reset)
+            old_env = ReLAMWrapper(make_env(task, render=False), FixedSubgoals(p_ref), include_image=False)
+            renders.clear()
+            lean._memo.clear()  # a fresh replay of this seed, as a new training episode does
+            obs_o, _ = old_env.reset(seed=seed)
+            obs_n, info_n = new_env.reset(seed=seed)
+            assert renders == [] and info_n["episode_seed"] == seed
+            rng = np.random.default_rng(seed)
+            for t in range(120):
+                for k in obs_o:
+                    np.testing.assert_array_equal(obs_n[k], obs_o[k], err_msg=f"{k} step {t}")
+                a = rng.uniform(-1, 1, 4).astype(np.float32)
+                if t < len(demo_ref.actions):
+                    a = demo_ref.actions[t]  # the expert's actions reach subgoals: stage switches too
+                obs_o, r_o, _, _, i_o = old_env.step(a)
+                obs_n, r_n, _, _, i_n = new_env.step(a)
+                assert r_n == r_o and i_n == i_o
+            assert i_n["stage"] >= 1
+            old_env.close()
+    finally:
+        new_env.close(), ref.close(), ref_env.close()
+
+
+def test_recorded_views_are_not_used_for_another_state():
+    """frame0_env falls back to the env itself when no view is kept or the state differs."""
+    gt = GroundTruthSubgoals()
+
+    class Env:
+        class sim:  # noqa: N801
+            class data:  # noqa: N801
+                geom_xpos = np.zeros((2, 3))
+                geom_xmat = np.zeros((2, 9))
+
+        camera = type("Cam", (), {"K": np.eye(3), "world_to_cam": np.eye(4)})()
+
+        def body_poses(self):
+            return np.ones((1, 3)), np.ones((1, 3, 3))
+
+    env = Env()
+    assert gt.frame0_env(env, "t", 3) is env
+    gt._views[("t", 3)] = {"seg": np.zeros((2, 2), np.int16), "depth": np.ones((2, 2), np.float32),
+                           "pos": np.ones((1, 3)), "rot": np.ones((1, 3, 3)), "geom_xpos": np.zeros((2, 3)),
+                           "geom_xmat": np.zeros((2, 9)), "K": np.eye(3), "world_to_cam": np.eye(4)}
+    view = gt.frame0_env(env, "t", 3)
+    assert view is not env and view.depth().sum() == 4 and view.camera is env.camera
+    gt._views[("t", 3)]["pos"] = np.full((1, 3), 2.0)
+    assert gt.frame0_env(env, "t", 3) is env and gt.frame0_env(env, "t", None) is env
