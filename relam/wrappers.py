@@ -65,7 +65,9 @@ def normalise_points(uv: np.ndarray, image_size: int) -> np.ndarray:
     """
     uv = np.asarray(uv, dtype=np.float64)
     x = (uv + 0.5) / float(image_size) * 2.0 - 1.0
-    return np.clip(x, -POINT_BOUND, POINT_BOUND).astype(np.float32).reshape(-1)
+    # np.clip's values without its Python dispatch (a few microseconds twice a step; NaN stays NaN)
+    np.minimum(np.maximum(x, -POINT_BOUND, out=x), POINT_BOUND, out=x)
+    return x.astype(np.float32).reshape(-1)
 
 
 def denormalise_points(x: np.ndarray, image_size: int) -> np.ndarray:
@@ -476,6 +478,7 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
         self._needs_frames = getattr(tracker, "name", "") != "sim"
         self.plan_: np.ndarray | None = None
         self.keypoints_: np.ndarray | None = None
+        self._targets: list[np.ndarray] = []  # the subgoals' normalised keypoints (observation)
         self.episode_seed: int | None = None
 
     # -- helpers
@@ -488,7 +491,8 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
         if self.include_image:
             out["image"] = np.ascontiguousarray(np.transpose(image, (2, 0, 1)))
         out["keypoints"] = normalise_points(self.keypoints_, self.image_size)
-        out["target"] = normalise_points(self.reward_fn.target, self.image_size)
+        # the target changes only at a stage switch: each subgoal is normalised once, at reset
+        out["target"] = self._targets[min(self.reward_fn.stage, len(self._targets) - 1)].copy()
         return out
 
     # -- gym API
@@ -509,6 +513,7 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
         self.tracker.reset(frame, plan[0], env=tracker_env)
         self.keypoints_ = np.asarray(self.tracker.update(frame, env=base), dtype=np.float64)
         self.reward_fn.reset(plan[1:])
+        self._targets = [normalise_points(g, self.image_size) for g in self.reward_fn.tracker.subgoals]
         info = dict(info)
         info.update(
             stage=0,

@@ -81,6 +81,22 @@ def make(include_image=True, seed=0):
                         include_image=include_image, seed=seed)
 
 
+def _clip_normalised(uv, size):
+    """normalise_points as written before issue 21 (np.clip)."""
+    x = (np.asarray(uv, np.float64) + 0.5) / float(size) * 2.0 - 1.0
+    return np.clip(x, -3.0, 3.0).astype(np.float32).reshape(-1)
+
+
+def test_normalise_points_equals_the_clip_form_bit_for_bit():
+    uv = np.random.default_rng(0).uniform(-500, 600, (1000, 2))
+    uv[:4] = [[np.nan, 1.0], [np.inf, -np.inf], [-0.5, 127.5], [-192.5, 319.5]]
+    for size in (32, 128):
+        got, want = normalise_points(uv, size), _clip_normalised(uv, size)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 def test_normalise_roundtrip_and_edges():
     uv = np.array([[-0.5, -0.5], [127.5, 63.5], [10.0, 20.0]])
     x = normalise_points(uv, 128)
@@ -320,6 +336,8 @@ def test_lean_ground_truth_path_is_bit_identical_to_the_first_frame_view_path():
             for t in range(120):
                 for k in obs_o:
                     np.testing.assert_array_equal(obs_n[k], obs_o[k], err_msg=f"{k} step {t}")
+                # the observed target is the current subgoal, normalised as before issue 21
+                np.testing.assert_array_equal(obs_n["target"], _clip_normalised(new_env.reward_fn.target, 128))
                 a = rng.uniform(-1, 1, 4).astype(np.float32)
                 if t < len(demo_ref.actions):
                     a = demo_ref.actions[t]  # the expert's actions reach subgoals: stage switches too
