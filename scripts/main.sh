@@ -3,7 +3,7 @@
 # its trained ReLAM policy and writes its report page.
 #
 #   bash scripts/main.sh                       the headline: ReLAM learning Drawer Open next to
-#                                              Random, quick scale (27 min on 2 cores from a fresh clone)
+#                                              Random, quick scale (about 75 min on 2 cores)
 #   bash scripts/main.sh table4                another spec (default scale: smoke, minutes)
 #   RELAM_SCALE=paper bash scripts/main.sh     another scale (smoke | quick | paper)
 #   bash scripts/main.sh headline --backend ray --address auto    extra arguments go to `relam run`
