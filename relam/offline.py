@@ -383,7 +383,8 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     offline set (``budget.offline_set_size()`` trajectories, half expert, half noisy) labelled by
     ``labeller`` (:func:`relam.offline.label_offline_dataset`, cached per labeller config, under a
     file lock so parallel seeds label once), then :func:`relam.rl.iql.train_iql` with
-    ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every``, evaluated after every
+    ``budget.train_steps`` gradient steps in epochs of ``budget.eval_every`` (image encoder
+    ``budget.iql_encoder``; on CUDA when torch sees a GPU), evaluated after every
     epoch on the fixed evaluation seeds in the env ``make_eval_env()`` (built once, on first use;
     it must give the policy the observation the dataset holds: the 64 px image plus the
     labeller's vector entries).  The labelled expert/noisy mean returns go into the metrics
@@ -412,7 +413,8 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
         return holder["env"]
 
     seeds = eval_seeds(b.eval_episodes)
-    iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed)
+    iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed,
+                      encoder=b.iql_encoder)
     try:
         res = train_iql(dataset, iql, Path(ctx.out_dir),
                         eval_fn=lambda policy: evaluate_policy(policy, make, seeds, ctx.horizon()),

@@ -1,14 +1,15 @@
 """Keep the unmaintained ``gym`` package out of relam's processes.
 
-Nothing in relam uses ``gym``; it is installed only as a dependency of d3rlpy. But
+Nothing in relam uses ``gym``, and relam does not depend on it (it came with d3rlpy, which relam
+dropped in issue 17; a venv made before that, or any other package, may still have it). But
 stable-baselines3 tries ``import gym`` when it is imported
 (``stable_baselines3/common/vec_env/patch_gym.py`` and ``common/utils.py``, to accept old-gym
 environments), and importing gym 0.26 prints the banner "Gym has been unmaintained since 2022 ..."
 on stderr. :func:`hide_old_gym` (run on ``import relam``) puts a finder first on ``sys.meta_path``
 that answers ``import gym`` with ``ModuleNotFoundError``: SB3 then runs as without gym installed
 (gymnasium environments only, which is all relam makes) and nothing is printed. It does nothing
-when gym is already imported, or when ``RELAM_ALLOW_GYM=1`` (for a process that needs gym, e.g.
-to use d3rlpy next to relam).
+when gym is already imported (``benchmarks/bench_iql.py`` imports d3rlpy, which imports gym, before
+relam), or when ``RELAM_ALLOW_GYM=1`` (for a process that needs gym after importing relam).
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ want=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-echo "[setup] installing Python dependencies into $VENV (torch CPU build, metaworld, mani-skill, SB3, d3rlpy, ...)"
+echo "[setup] installing Python dependencies into $VENV (torch CPU build, metaworld, mani-skill, SB3, ...)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q -U pip
 PIP_CONSTRAINT="$ROOT/constraints.txt" "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev]"

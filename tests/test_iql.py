@@ -15,6 +15,7 @@ from relam.rl.iql import (
     evaluate_policy,
     expectile_loss,
     load_policy,
+    resolve_device,
     reward_scale,
     train_iql,
 )
@@ -224,3 +225,77 @@ def test_relam_eval_fn_drives_the_live_wrapper():
     assert res.seeds == [EVAL_SEED_BASE, EVAL_SEED_BASE + 1]
     assert res.lengths == [3, 3] and res.success_rate == 0.0
     assert seen[0] == {"image": (3, 32, 32), "keypoints": (4,), "target": (4,)}
+
+
+def test_encoder_settings_are_checked():
+    with pytest.raises(ValueError, match="encoder="):
+        IQLSettings(encoder="pretrained")
+    with pytest.raises(ValueError, match="encoder_steps"):
+        IQLSettings(encoder="shared", encoder_steps=5)
+    with pytest.raises(ValueError, match="encoder_steps"):
+        IQLSettings(encoder="frozen", encoder_steps=-1)
+    assert str(resolve_device("cpu")) == "cpu"
+    assert resolve_device("auto").type == ("cuda" if th.cuda.is_available() else "cpu")
+
+
+@pytest.mark.parametrize("encoder", ["shared", "frozen"])
+def test_shared_and_frozen_encoders_train_and_act(encoder):
+    ds = tiny_dataset()
+    s = IQLSettings(**SMALL, epochs=1, encoder=encoder)
+    res = train_iql(ds, s, None, progress=False)
+    agent = res.policy.agent
+    # one CNN, and per network a keypoint MLP only
+    assert agent.encoder.cnn is not None and agent.encoder.point_mlp is None
+    assert all(n.enc.cnn is None and n.enc.point_mlp is not None for n in (agent.actor, agent.critic, agent.value))
+    o = {k: v[0] for k, v in ds.observations.items()}
+    assert res.policy(o).shape == (3,) and np.all(np.isfinite(res.policy(o)))
+    # the value and actor losses do not reach the CNN: its gradient is the critic loss's alone
+    x = agent.features_in(_batch(ds)[0])
+    xd = {**x, "image_features": agent.encoder.cnn(x["image"]).detach()}
+    agent.zero_grad(set_to_none=True)
+    (agent.v(xd).sum() + agent.dist(xd).mean.sum()).backward()
+    assert all(p.grad is None for p in agent.encoder.parameters())
+    obs, a, r, nxt, d = _batch(ds)
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+    agent.update(obs, a, r, nxt, d)
+    after = agent.state_dict()
+    moved = {k.split(".")[0] for k in before if not th.equal(before[k], after[k])}
+    assert {"actor", "critic", "value", "critic_target"} <= moved
+    assert ("encoder" in moved) == (encoder == "shared" or not agent.image_frozen)
+
+
+def test_frozen_encoder_stops_the_cnn_after_encoder_steps_and_resumes_bit_identically(tmp_path):
+    ds = tiny_dataset()
+    s = lambda epochs: IQLSettings(**SMALL, epochs=epochs, encoder="frozen", encoder_steps=3)  # noqa: E731
+    cnn = lambda r: [p.clone() for p in r.policy.agent.encoder.cnn.parameters()]  # noqa: E731
+    th.manual_seed(0)
+    r1 = train_iql(ds, s(1), tmp_path / "a", progress=False)   # 3 steps: the CNN trains
+    r0 = train_iql(ds, IQLSettings(**SMALL, epochs=1, encoder="frozen"), None, progress=False)  # frozen at step 0
+    th.manual_seed(0)
+    fresh = IQL({"keypoints": 4, "target": 4}, (3, IMG, IMG), 3, IQLSettings(**SMALL, encoder="frozen"))
+    for p, q in zip(cnn(r0), fresh.encoder.cnn.parameters()):
+        th.testing.assert_close(p, q, rtol=0, atol=0)  # encoder_steps=0: the initial CNN, untouched
+    assert any(not th.equal(p, q) for p, q in zip(cnn(r1), fresh.encoder.cnn.parameters()))
+    r3 = train_iql(ds, s(3), tmp_path / "a", progress=False)   # resumed past the freeze
+    for p, q in zip(cnn(r1), cnn(r3)):
+        th.testing.assert_close(p, q, rtol=0, atol=0)  # frozen after step 3
+    straight = train_iql(ds, s(3), tmp_path / "b", progress=False)
+    for p, q in zip(r3.policy.agent.state_dict().values(), straight.policy.agent.state_dict().values()):
+        th.testing.assert_close(p, q, rtol=0, atol=0)
+    pol = load_policy(tmp_path / "a" / "checkpoint.pt", ds, device="cpu")
+    o = {k: v[0] for k, v in ds.observations.items()}
+    np.testing.assert_allclose(pol(o), r3.policy(o), atol=1e-6)
+
+
+def test_checkpoint_from_before_the_encoder_settings_resumes(tmp_path):
+    """A checkpoint whose settings predate encoder/encoder_steps/device counts them as defaults."""
+    ds = tiny_dataset()
+    train_iql(ds, IQLSettings(**SMALL, epochs=1), tmp_path, progress=False)
+    st = th.load(tmp_path / "checkpoint.pt", weights_only=False)
+    for k in ("encoder", "encoder_steps", "device"):
+        st["settings"].pop(k)
+    th.save(st, tmp_path / "checkpoint.pt")
+    res = train_iql(ds, IQLSettings(**SMALL, epochs=2, device="cpu"), tmp_path, progress=False)
+    assert len(res.log) == 2
+    with pytest.raises(ValueError, match="other settings"):
+        train_iql(ds, IQLSettings(**SMALL, epochs=3, encoder="shared"), tmp_path, progress=False)

@@ -203,3 +203,35 @@ def test_reward_sanity_counts_subgoals_reached():
     st = reward_sanity(_dataset())
     # trajectories 1 and 3 (5 steps) reach both subgoals; trajectory 2 (4 steps) reaches both too
     assert st["subgoals_reached_expert"] == 2.0 and st["subgoal_fraction_noisy"] == 1.0
+
+
+def test_budget_iql_encoder_reaches_iql_and_stays_out_of_old_keys(monkeypatch, tmp_path):
+    """``iql_encoder`` (a late budget field: absent from run keys at its default) is what
+    run_offline gives train_iql."""
+    from types import SimpleNamespace
+
+    import relam.offline as offline
+    import relam.rl.iql as iql
+    from relam.methods import Budget
+
+    plain = Budget(train_steps=10, eval_every=5, eval_episodes=1)
+    assert plain.iql_encoder == "separate" and "iql_encoder" not in plain.key_dict()
+    frozen = Budget(train_steps=10, eval_every=5, eval_episodes=1, iql_encoder="frozen")
+    assert frozen.key_dict()["iql_encoder"] == "frozen"
+    with pytest.raises(ValueError, match="iql_encoder"):
+        Budget(train_steps=10, eval_every=5, eval_episodes=1, iql_encoder="pretrained")
+
+    seen = {}
+
+    def fake_train(dataset, settings, out_dir, eval_fn=None, progress=True):
+        seen["settings"] = settings
+        return iql.IQLResult(0.5, [(10, 0.5)], [], None, tmp_path, 10)
+
+    monkeypatch.setattr(offline, "label_offline_dataset", lambda *a, **k: _dataset())
+    monkeypatch.setattr(offline, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(iql, "train_iql", fake_train)
+    ctx = SimpleNamespace(task_spec=lambda: SimpleNamespace(name="PushCube-v1"), budget=frozen, seed=3,
+                          progress=False, out_dir=str(tmp_path / "run"), horizon=lambda: 5)
+    res = offline.run_offline(ctx, ReLAMLabeller(Planner(), tracker=FakeTracker()), lambda: None)
+    s = seen["settings"]
+    assert (s.encoder, s.steps_per_epoch, s.epochs, s.seed) == ("frozen", 5, 2, 3) and res.success == 0.5

@@ -36,7 +36,7 @@ RECORD_SCHEMA = 1
 
 #: packages whose versions go into every record (read from metadata; nothing is imported)
 _PACKAGES = ("relam", "numpy", "torch", "gymnasium", "metaworld", "mujoco", "mani-skill", "sapien",
-             "stable-baselines3", "d3rlpy", "transformers", "diffusers")
+             "stable-baselines3", "transformers", "diffusers")
 
 
 @functools.lru_cache(maxsize=1)
