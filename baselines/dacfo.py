@@ -24,6 +24,11 @@ calls :meth:`DACfO.update_items` with it (``updates_per_call`` discriminator ste
 ``checkpoint_dir`` set, each update saves the discriminator and keeps the last
 ``keep_checkpoints`` (10) files: appendix A.4 labels an offline dataset with the *average output of
 the last 10 discriminators* (an ensemble, after Luo et al. 2022) -- :class:`DiscriminatorEnsemble`.
+
+Device: ``DACfO(device="auto")`` takes the discriminator steps on CUDA when torch sees a GPU
+(:func:`relam.devices.resolve_device`; not part of :meth:`DACfO.config`, so keys and fingerprints
+do not depend on it). Batches and interpolation weights are drawn on the CPU as before, the
+network comes back to the CPU after each round of steps, and rewards are computed on the CPU.
 """
 from __future__ import annotations
 
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from baselines.common import POLICY_IMAGE_SIZE, FrameRewardModel, _small_cnn, _to_float
+from relam.devices import moved_to
 from relam.methods import MethodSettings, RewardMethod, register_method
 from relam.scales import ScaleTable
 
@@ -63,7 +69,7 @@ class DACfO(FrameRewardModel):
 
     def __init__(self, size: int = 64, lr: float = 3e-4, gp_weight: float = 10.0, batch: int = 64,
                  updates_per_call: int = 50, replay_size: int = 5000, reward_form: str = "logit",
-                 keep_checkpoints: int = 10, seed: int = 0):
+                 keep_checkpoints: int = 10, seed: int = 0, device: str = "auto"):
         if reward_form not in REWARD_FORMS:
             raise ValueError(f"DACfO(reward_form=...): choose one of {REWARD_FORMS}, got {reward_form!r}")
         if size % 8 or size < 16:
@@ -71,6 +77,7 @@ class DACfO(FrameRewardModel):
         self.size, self.lr, self.gp_weight, self.batch = int(size), float(lr), float(gp_weight), int(batch)
         self.updates_per_call, self.replay_size = int(updates_per_call), int(replay_size)
         self.reward_form, self.keep_checkpoints, self.seed = reward_form, int(keep_checkpoints), int(seed)
+        self.device = device  #: where the discriminator steps run (see the module docstring)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self.disc = _small_cnn(6, 1, self.size)
@@ -104,9 +111,10 @@ class DACfO(FrameRewardModel):
             self._add_replay(np.concatenate([self.pairs(h, n) for h, n in parts]))
         if steps > 0:
             bar = tqdm(range(steps), desc="DACfO discriminator", disable=not progress)
-            for _ in bar:
-                stats = self._train_step()
-                bar.set_postfix(loss=f"{stats['d_loss']:.3f}")
+            with moved_to(self.device, [self.disc], [self.opt]) as dev:
+                for _ in bar:
+                    stats = self._train_step(dev)
+                    bar.set_postfix(loss=f"{stats['d_loss']:.3f}")
         return stats
 
     def _add_replay(self, pairs: np.ndarray) -> None:
@@ -119,15 +127,17 @@ class DACfO(FrameRewardModel):
             x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return self.disc(x).squeeze(1)
 
-    def _train_step(self) -> dict[str, float]:
+    def _train_step(self, dev: torch.device | None = None) -> dict[str, float]:
+        """One discriminator step; ``dev``: where :attr:`disc` is now (None: the CPU)."""
         if self.expert is None or len(self.replay) == 0:
             raise RuntimeError("DACfO: call fit(demos) first and give it policy transitions (update/fit)")
-        e = _to_float(self.expert[self.rng.integers(0, len(self.expert), self.batch)])
-        p = _to_float(self.replay[self.rng.integers(0, len(self.replay), self.batch)])
+        dev = dev or torch.device("cpu")
+        e = _to_float(self.expert[self.rng.integers(0, len(self.expert), self.batch)]).to(dev)
+        p = _to_float(self.replay[self.rng.integers(0, len(self.replay), self.batch)]).to(dev)
         le, lp = self._logits(e), self._logits(p)
         bce = F.binary_cross_entropy_with_logits(le, torch.ones_like(le)) + \
             F.binary_cross_entropy_with_logits(lp, torch.zeros_like(lp))
-        alpha = torch.from_numpy(self.rng.uniform(size=(self.batch, 1, 1, 1))).float()
+        alpha = torch.from_numpy(self.rng.uniform(size=(self.batch, 1, 1, 1))).float().to(dev)
         x_hat = (alpha * e + (1 - alpha) * p).requires_grad_(True)
         g, = torch.autograd.grad(self._logits(x_hat).sum(), x_hat, create_graph=True)
         gp = (g.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
@@ -142,8 +152,9 @@ class DACfO(FrameRewardModel):
         """Add the policy's transitions to the replay and take ``updates_per_call`` discriminator steps."""
         self._add_replay(self.pairs(hist, nxt))
         stats: dict[str, float] = {}
-        for _ in range(self.updates_per_call):
-            stats = self._train_step()
+        with moved_to(self.device, [self.disc], [self.opt]) as dev:
+            for _ in range(self.updates_per_call):
+                stats = self._train_step(dev)
         self.n_updates += 1
         if self.checkpoint_dir is not None:
             self.save_checkpoint()

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from baselines.common import RND, FrameRewardModel, RunningMeanStd, _to_float
+from relam.devices import moved_to
 from relam.methods import MethodSettings, RewardMethod, register_method
 from relam.scales import ScaleTable
 
@@ -77,7 +78,7 @@ class DiffusionReward(FrameRewardModel):
                  layers_per_block: int = 1, n_timesteps: int = 1000, skip_step: int = 99,
                  lr: float = 3e-4, batch: int = 32,
                  rnd_weight: float = 0.95, ce_weight: float = 0.05, success_reward: bool = True,
-                 success_bonus: float = 1.0, use_rnd: bool = True, seed: int = 0):
+                 success_bonus: float = 1.0, use_rnd: bool = True, seed: int = 0, device: str = "auto"):
         from diffusers import UNet2DModel
 
         if history < 1:
@@ -94,6 +95,9 @@ class DiffusionReward(FrameRewardModel):
         self.rnd_weight, self.ce_weight = float(rnd_weight), float(ce_weight)
         self.success_reward, self.success_bonus = bool(success_reward), float(success_bonus)
         self.use_rnd, self.seed = bool(use_rnd), int(seed)
+        #: where the video model's reverse chain runs when rewards are computed ("auto": CUDA when
+        #: torch sees it; :func:`relam.devices.resolve_device`). Not part of :meth:`config` (keys).
+        self.device = device
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             n = len(self.channels)
@@ -139,12 +143,12 @@ class DiffusionReward(FrameRewardModel):
         return _to_float(hist.reshape(N * k, *hist.shape[2:]), self.size).reshape(N, 3 * k, self.size, self.size)
 
     def fit(self, demos: Sequence[Any], steps: int = 2000, progress: bool = False,
-            stats_items: int = 512, device: str | torch.device = "cpu") -> dict[str, float]:
+            stats_items: int = 512, device: str | torch.device = "auto") -> dict[str, float]:
         """Train the next-frame model on expert videos, then measure the expert ``r_ce`` statistics.
 
         Demos may be :class:`relam.demos.Demo` objects or raw (T+1,H,W,3) uint8 videos.
-        ``device`` is where the training steps run (``"cuda"`` on a GPU box: the 5000 quick-scale
-        steps take hours on 2 CPU cores).  Batches, timesteps and noise are drawn on the CPU with
+        ``device`` is where the training steps run (``"auto"``: CUDA when torch sees it, see
+        :func:`relam.devices.resolve_device`; the 5000 quick-scale steps take hours on 2 CPU cores).  Batches, timesteps and noise are drawn on the CPU with
         the same generators whatever the device, and the model comes back to the CPU afterwards,
         where rewards are computed next to the simulator.  A GPU-trained model differs from a
         CPU-trained one only through floating-point rounding, which compounds over the steps
@@ -158,39 +162,29 @@ class DiffusionReward(FrameRewardModel):
         nxt = np.concatenate([p[1] for p in parts])
         rng = np.random.default_rng(self.seed)
         gen = torch.Generator().manual_seed(self.seed + 3)
-        dev = torch.device(device)
-        self._to_device(dev)
         self.unet.train()
         loss = float("nan")
         bar = tqdm(range(steps), desc="Diffusion Reward model", disable=not progress)
-        for _ in bar:
-            idx = rng.integers(0, len(nxt), self.batch)
-            x0 = _to_float(nxt[idx], self.size)
-            t = torch.randint(0, self.n_timesteps, (self.batch,), generator=gen)
-            eps = torch.randn(x0.shape, generator=gen)
-            noisy = noisy_sample(x0, eps, self.abar[t])
-            pred = self.unet(torch.cat([noisy, self._inputs(hist[idx])], 1).to(dev), t.to(dev)).sample
-            batch_loss = F.mse_loss(pred, eps.to(dev))
-            self.opt.zero_grad()
-            batch_loss.backward()
-            self.opt.step()
-            loss = batch_loss.item()
-            self.train_steps += 1
-            bar.set_postfix(loss=f"{loss:.4f}")
-        self._to_device(torch.device("cpu"))
+        with moved_to(device, [self.unet], [self.opt]) as dev:
+            for _ in bar:
+                idx = rng.integers(0, len(nxt), self.batch)
+                x0 = _to_float(nxt[idx], self.size)
+                t = torch.randint(0, self.n_timesteps, (self.batch,), generator=gen)
+                eps = torch.randn(x0.shape, generator=gen)
+                noisy = noisy_sample(x0, eps, self.abar[t])
+                pred = self.unet(torch.cat([noisy, self._inputs(hist[idx])], 1).to(dev), t.to(dev)).sample
+                batch_loss = F.mse_loss(pred, eps.to(dev))
+                self.opt.zero_grad()
+                batch_loss.backward()
+                self.opt.step()
+                loss = batch_loss.item()
+                self.train_steps += 1
+                bar.set_postfix(loss=f"{loss:.4f}")
         self.unet.eval()
         sub = rng.permutation(len(nxt))[:stats_items]
         ce = self.ce_reward_raw(hist[sub], nxt[sub])
         self.ce_stats = RunningMeanStd(float(ce.mean()), float(ce.var()), float(len(ce)))
         return {"loss": loss, "ce_mean": self.ce_stats.mean, "ce_std": self.ce_stats.std}
-
-    def _to_device(self, dev: torch.device) -> None:
-        """Move the network and its optimiser state (Adam's moments) to ``dev``."""
-        self.unet.to(dev)
-        for st in self.opt.state.values():
-            for k, v in st.items():
-                if torch.is_tensor(v) and k != "step":
-                    st[k] = v.to(dev)
 
     # ---------------------------------------------------------------- reward
     def reward_context(self, hist: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -226,32 +220,35 @@ class DiffusionReward(FrameRewardModel):
         needed beyond the sampling ones.  The last step's prediction is the sample (a
         deterministic decoder: no term).  One sample per transition, drawn with the fixed noise
         ``eval_noise`` (common random numbers: deterministic, identical after reload).  The
-        observed next frame enters only as context (see :meth:`reward_context`).
+        observed next frame enters only as context (see :meth:`reward_context`). The chain runs
+        on :attr:`device` (the network comes back to the CPU afterwards).
         """
         self.unet.eval()
         steps = self.denoise_steps
         ctx_all = self.reward_context(hist, nxt)
         out = []
-        for i in range(0, len(nxt), batch):
-            ctx = self._inputs(ctx_all[i:i + batch])
-            n = len(ctx)
-            x = self.eval_noise[0].expand(n, -1, -1, -1)
-            preds = []
-            for k, t in enumerate(steps):
-                tt = torch.full((n,), t, dtype=torch.long)
-                eps = self.unet(torch.cat([x, ctx], 1), tt).sample
-                a = float(self.abar[t])
-                x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
-                preds.append(x0)
-                if k + 1 < len(steps):
-                    mean, std = self._posterior(x0, x, t, steps[k + 1])
-                    x = mean + std * self.eval_noise[k + 1]
-            sample = preds[-1]
-            kl = torch.zeros(n, dtype=torch.float64)
-            for k in range(len(steps) - 1):
-                w = 0.5 * (self._snr(steps[k + 1]) - self._snr(steps[k]))
-                kl += w * (sample - preds[k]).pow(2).flatten(1).sum(1).double()
-            out.append(-kl.numpy())
+        with moved_to(self.device, [self.unet]) as dev:
+            noise = self.eval_noise.to(dev)
+            for i in range(0, len(nxt), batch):
+                ctx = self._inputs(ctx_all[i:i + batch]).to(dev)
+                n = len(ctx)
+                x = noise[0].expand(n, -1, -1, -1)
+                preds = []
+                for k, t in enumerate(steps):
+                    tt = torch.full((n,), t, dtype=torch.long, device=dev)
+                    eps = self.unet(torch.cat([x, ctx], 1), tt).sample
+                    a = float(self.abar[t])
+                    x0 = ((x - math.sqrt(1 - a) * eps) / math.sqrt(a)).clamp(-1, 1)
+                    preds.append(x0)
+                    if k + 1 < len(steps):
+                        mean, std = self._posterior(x0, x, t, steps[k + 1])
+                        x = mean + std * noise[k + 1]
+                sample = preds[-1]
+                kl = torch.zeros(n, dtype=torch.float64, device=dev)
+                for k in range(len(steps) - 1):
+                    w = 0.5 * (self._snr(steps[k + 1]) - self._snr(steps[k]))
+                    kl += w * (sample - preds[k]).pow(2).flatten(1).sum(1).double()
+                out.append(-kl.cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     def ce_reward(self, hist: np.ndarray, nxt: np.ndarray) -> np.ndarray:
@@ -342,7 +339,8 @@ FIT_STEPS: ScaleTable[VideoModelBudget] = ScaleTable(
 def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: bool = False) -> DiffusionReward:
     """The task's trained Diffusion Reward model, trained once per (task, demos, scale) and cached.
 
-    The video model trains on the GPU when torch sees one (see :meth:`DiffusionReward.fit`).
+    The video model trains on the GPU when torch sees one (``device="auto"``, see
+    :meth:`DiffusionReward.fit`).
     """
     from filelock import FileLock
 
@@ -358,8 +356,7 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
         if path.exists():
             return DiffusionReward.load(path)
         model = DiffusionReward(seed=seed)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model.fit(load_demos(task, n=n_demos), steps=steps, progress=progress, device=device)
+        model.fit(load_demos(task, n=n_demos), steps=steps, progress=progress, device="auto")
         model.save(path)
         return model
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relam.devices import moved_to
 from relam.perception.images import image_batch, resize_images
 
 __all__ = [
@@ -145,10 +146,13 @@ class TemporalEmbedding:
         self.fit_loss: list[float] = []
 
     def fit(self, videos: Sequence[np.ndarray], steps: int = 600, batch_size: int = 64,
-            lr: float = 2e-3, shift: int = 1, seed: int = 0, progress: bool = True) -> list[float]:
+            lr: float = 2e-3, shift: int = 1, seed: int = 0, progress: bool = True,
+            device: str = "auto") -> list[float]:
         """Train on expert videos (each uint8 (T+1,H,W,3)); returns the loss curve.
 
-        Pass training demos only (held-out demos measure generalisation).
+        Pass training demos only (held-out demos measure generalisation). ``device``: where the
+        network's steps run (``"auto"``: CUDA when torch sees it, :func:`relam.devices.resolve_device`);
+        pairs are drawn and shifted on the CPU, and the network comes back to the CPU afterwards.
         """
         from tqdm.auto import tqdm
 
@@ -169,30 +173,31 @@ class TemporalEmbedding:
         n = len(small)
         losses: list[float] = []
         bar = tqdm(range(steps), desc="temporal embedding", disable=not progress, leave=False)
-        for _ in bar:
-            va = torch.randint(n, (batch_size,), generator=gen)
-            same = torch.rand(batch_size, generator=gen) < 0.5
-            vb = torch.where(same, va, torch.randint(n, (batch_size,), generator=gen))
-            pa = torch.rand(batch_size, generator=gen)
-            # the partner is near in time half of the time (fine resolution close to a keyframe)
-            near = torch.rand(batch_size, generator=gen) < 0.5
-            pb = torch.where(near, pa + (torch.rand(batch_size, generator=gen) - 0.5) * 4 * self.tau / mean_len,
-                             torch.rand(batch_size, generator=gen)).clamp(0, 1)
-            ta = (pa * lengths[va]).round().long()
-            tb = (pb * lengths[vb]).round().long()
-            dt = (ta / lengths[va] - tb / lengths[vb]).abs() * mean_len
-            target = torch.exp(-dt / self.tau)
-            xa = _random_shift(data[offsets[va] + ta], shift, gen)
-            xb = _random_shift(data[offsets[vb] + tb], shift, gen)
-            z = F.normalize(net(torch.cat([xa, xb])), dim=-1)
-            cos = (z[:batch_size] * z[batch_size:]).sum(-1)
-            loss = F.mse_loss(cos, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        with moved_to(device, [net], [opt]) as dev:
+            for _ in bar:
+                va = torch.randint(n, (batch_size,), generator=gen)
+                same = torch.rand(batch_size, generator=gen) < 0.5
+                vb = torch.where(same, va, torch.randint(n, (batch_size,), generator=gen))
+                pa = torch.rand(batch_size, generator=gen)
+                # the partner is near in time half of the time (fine resolution close to a keyframe)
+                near = torch.rand(batch_size, generator=gen) < 0.5
+                pb = torch.where(near, pa + (torch.rand(batch_size, generator=gen) - 0.5) * 4 * self.tau / mean_len,
+                                 torch.rand(batch_size, generator=gen)).clamp(0, 1)
+                ta = (pa * lengths[va]).round().long()
+                tb = (pb * lengths[vb]).round().long()
+                dt = (ta / lengths[va] - tb / lengths[vb]).abs() * mean_len
+                target = torch.exp(-dt / self.tau)
+                xa = _random_shift(data[offsets[va] + ta], shift, gen)
+                xb = _random_shift(data[offsets[vb] + tb], shift, gen)
+                z = F.normalize(net(torch.cat([xa, xb]).to(dev)), dim=-1)
+                cos = (z[:batch_size] * z[batch_size:]).sum(-1)
+                loss = F.mse_loss(cos, target.to(dev))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
         net.eval()
         self.fitted = True
         self.fit_loss = losses

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from relam.cache import atomic_torch_save
+from relam.devices import moved_to
 from relam.perception.images import resize_images
 
 __all__ = [
@@ -65,7 +66,7 @@ class FlowSettings:
 def _time_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features of the flow time t in [0, 1] (B,) -> (B, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32) / max(half - 1, 1))
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / max(half - 1, 1))
     ang = (t[:, None] * 1000.0) * freqs[None]
     return torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
 
@@ -172,8 +173,8 @@ def flow_matching_loss(net: nn.Module, x1: torch.Tensor, cond: torch.Tensor, k: 
     easier than predicting ``x1 - x0`` (which is mostly noise); v-prediction at the same budget
     gave images worse than copying the initial frame.
     """
-    x0 = torch.randn(x1.shape, generator=gen)
-    t = torch.rand(x1.shape[0], generator=gen)
+    x0 = torch.randn(x1.shape, generator=gen).to(x1.device)  # drawn on the CPU whatever the device
+    t = torch.rand(x1.shape[0], generator=gen).to(x1.device)
     xt = (1 - t)[:, None, None, None] * x0 + t[:, None, None, None] * x1
     return F.mse_loss(predict_clean(net, xt, t, cond, k, last), x1)
 
@@ -208,8 +209,13 @@ class SubgoalImageModel:
         self.n_subgoals = int(n_subgoals)
         self.fit_loss: list[float] = []
 
-    def fit(self, sequences: Sequence[Any], steps: int | None = None, progress: bool = True) -> list[float]:
-        """Train on subgoal sequences; sets ``n_subgoals`` to their median keyframe count."""
+    def fit(self, sequences: Sequence[Any], steps: int | None = None, progress: bool = True,
+            device: str = "auto") -> list[float]:
+        """Train on subgoal sequences; sets ``n_subgoals`` to their median keyframe count.
+
+        ``device``: where the training steps run (``"auto"``: CUDA when torch sees it,
+        :func:`relam.devices.resolve_device`); batches and noise are drawn on the CPU and the net
+        comes back to the CPU afterwards (sampling runs there)."""
         from tqdm.auto import tqdm
 
         s = self.settings
@@ -223,16 +229,18 @@ class SubgoalImageModel:
                                                     pct_start=0.1)
         n = len(data["target"])
         bar = tqdm(range(steps), desc="IS flow model", disable=not progress, leave=False)
-        for _ in bar:
-            idx = torch.randint(n, (min(s.batch_size, n),), generator=gen)
-            loss = flow_matching_loss(net, data["target"][idx], data["cond"][idx], data["k"][idx],
-                                      data["last"][idx], gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            self.fit_loss.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{self.fit_loss[-1]:.4f}")
+        with moved_to(device, [net], [opt]) as dev:
+            data = {k: v.to(dev) for k, v in data.items()}
+            for _ in bar:
+                idx = torch.randint(n, (min(s.batch_size, n),), generator=gen).to(dev)
+                loss = flow_matching_loss(net, data["target"][idx], data["cond"][idx], data["k"][idx],
+                                          data["last"][idx], gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                self.fit_loss.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{self.fit_loss[-1]:.4f}")
         net.eval()
         return self.fit_loss
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from baselines.common import _small_cnn, _to_float, to_policy_images
 from relam.cache import atomic_torch_save
+from relam.devices import moved_to, resolve_device
 from relam.versions import import_extra
 
 __all__ = [
@@ -240,9 +241,12 @@ class LearnedRewardModel:
 
     # ---------------------------------------------------------------- training
     def fit(self, demos: Sequence[Any], random_videos: Sequence[np.ndarray] = (), steps: int | None = None,
-            progress: bool = False) -> dict[str, float]:
+            progress: bool = False, device: str = "auto") -> dict[str, float]:
         """Train the three heads; ``demos`` are :class:`relam.demos.Demo` or (T+1,H,W,3) expert videos
-        (a raw video counts as successful), ``random_videos`` random-action videos (negatives)."""
+        (a raw video counts as successful), ``random_videos`` random-action videos (negatives).
+        ``device``: where the steps run (``"auto"``: CUDA when torch sees it,
+        :func:`relam.devices.resolve_device`); batches are drawn on the CPU and the network comes
+        back to the CPU afterwards (rewards are queried there)."""
         from tqdm import tqdm
 
         cfg = self.config
@@ -259,10 +263,12 @@ class LearnedRewardModel:
         self.net.train()
         bar = tqdm(range(cfg.steps if steps is None else int(steps)), desc="reward model", disable=not progress)
         stats: dict[str, float] = {}
-        for _ in bar:
-            stats = self._step(data, rng, opt, pos_weight)
-            self.losses.append(stats["loss"])
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        with moved_to(device, [self.net], [opt]) as dev:
+            pos_weight = pos_weight.to(dev)
+            for _ in bar:
+                stats = self._step(data, rng, opt, pos_weight, dev)
+                self.losses.append(stats["loss"])
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
         self.net.eval()
         return stats
 
@@ -294,10 +300,12 @@ class LearnedRewardModel:
                 torch.tensor(comp, dtype=torch.float32), torch.tensor(cls))
 
     def _step(self, data: _Videos, rng: np.random.Generator, opt: torch.optim.Optimizer,
-              pos_weight: torch.Tensor) -> dict[str, float]:
+              pos_weight: torch.Tensor, dev: torch.device | None = None) -> dict[str, float]:
+        dev = dev or torch.device("cpu")
         cur, prev, init, prog, comp, cls = self._sample(data, rng)
+        prog, comp, cls = prog.to(dev), comp.to(dev), cls.to(dev)
         n = len(cur)
-        f = self.net.encoder(_to_float(np.concatenate([cur, prev, init])))
+        f = self.net.encoder(_to_float(np.concatenate([cur, prev, init])).to(dev))
         lp, lc, ld = self.net.heads(f[:n], f[n:2 * n], f[2 * n:])
         l_prog = F.binary_cross_entropy_with_logits(lp, prog)
         l_comp = F.binary_cross_entropy_with_logits(lc, comp, pos_weight=pos_weight)
@@ -384,10 +392,11 @@ class VLMRewardModel:
     these machines).
     """
 
-    def __init__(self, model_path: str | None, task: str, max_new_tokens: int = 8, device: str = "cpu"):
+    def __init__(self, model_path: str | None, task: str, max_new_tokens: int = 8, device: str = "auto"):
         self.path = _check_vlm_path(model_path)
         transformers = import_extra("transformers", "pretrained", "the pretrained VLM reward backend")
 
+        device = resolve_device(device)  # "auto": CUDA when torch sees it
         self.instruction = TASK_INSTRUCTIONS.get(task, task.replace("-v3", "").replace("-", " "))
         self.processor = transformers.AutoProcessor.from_pretrained(self.path, local_files_only=True)
         self.model = transformers.AutoModelForImageTextToText.from_pretrained(

@@ -67,15 +67,15 @@ def cost(args: argparse.Namespace) -> dict:
     except Exception as e:  # the tracker is another module's; report, do not fail the benchmark
         print(f"(LK tracking not timed: {e})")
 
-    # DACfO at its default 64 px
-    d = DACfO()
+    # DACfO at its default 64 px (on the CPU: these are CPU seconds, whatever device "auto" would take)
+    d = DACfO(device="cpu")
     out["dacfo_batched_s"] = _timed(lambda: d.reward(frames), repeat=2)
     hist, nxt = d.items_from_video(frames[:101])
     t = _timed(lambda: [d.reward_items(hist[i:i + 1], nxt[i:i + 1]) for i in range(100)])
     out["dacfo_per_step_s"] = t * n / 100
 
     # Diffusion Reward, default model
-    m = DiffusionReward()
+    m = DiffusionReward(device="cpu")
     k = int(args.diffusion_steps)
     out["diffusion_params_M"] = m.n_params / 1e6
     out["diffusion_eval_levels"] = len(m.eval_timesteps)

@@ -20,6 +20,7 @@ from relam.anticipation.evaluation import evaluate_anticipation
 from relam.anticipation.model import AnticipationModel
 from relam.anticipation.plots import plot_loss_curve, plot_predictions
 from relam.cache import atomic_torch_save, atomic_write_json, cache_dir
+from relam.devices import moved_to
 from relam.perception.encoders import ConvAEEncoder, make_encoder
 
 
@@ -40,7 +41,7 @@ def anticipation_loss(coords: torch.Tensor, end_logits: torch.Tensor, target: to
     """Masked MSE on normalised coordinates + weighted BCE on the end-of-sequence logit."""
     lengths = valid.sum(1)
     is_last = torch.zeros_like(end_logits)
-    is_last[torch.arange(len(lengths)), lengths - 1] = 1.0
+    is_last[torch.arange(len(lengths), device=lengths.device), lengths - 1] = 1.0
     m = valid.float()
     mse = (((coords - target) ** 2).mean(dim=(2, 3)) * m).sum() / m.sum()
     bce = (F.binary_cross_entropy_with_logits(end_logits, is_last, reduction="none") * m).sum()
@@ -65,13 +66,19 @@ def _save_checkpoint(path: Path, model: AnticipationModel, opt: torch.optim.Opti
 def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
                        out_dir: str | Path | None = None, holdout: int = 10,
                        task_frames: dict[str, np.ndarray] | None = None,
-                       progress: bool = True, evaluate: bool = True) -> AnticipationModel:
+                       progress: bool = True, evaluate: bool = True, device: str = "auto") -> AnticipationModel:
     """Train on ``dataset`` (a SubgoalDataset or a list of SubgoalSequence-like items).
 
     Per task, the ``holdout`` demos with the largest seeds are kept out for evaluation. Writes
     into ``out_dir``: ``checkpoint.pt`` (every ``ckpt_every`` steps, atomic; a rerun resumes
     from it), ``model.pt``, ``loss.png``, ``history.json``, ``split.json`` and, when held-out
     demos exist and ``evaluate``, ``metrics.json`` + ``predictions.png``.
+
+    ``device``: where the gradient steps (and the conv-ae pre-training) run -- ``"auto"``: CUDA
+    when torch sees it (:func:`relam.devices.resolve_device`). Not part of the config (nor of the
+    cache key): batches and noise are drawn on the CPU with the same generator whatever the
+    device, the frozen encoder's tokens are computed on the CPU, and the network comes back to the
+    CPU after the loop (planning runs there); a resumed run may use another device.
     """
     from tqdm.auto import tqdm
 
@@ -118,7 +125,7 @@ def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
             for it in train:
                 ae_frames += list(np.asarray(getattr(it, "keyframe_images", [])))
             encoder.fit(np.stack(ae_frames), steps=cfg.encoder_steps, seed=cfg.seed,
-                        progress=progress)
+                        progress=progress, device=device)
         model = AnticipationModel(cfg, encoder, frames)
     net = model.net
 
@@ -166,42 +173,45 @@ def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
     bar = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc="anticipation",
                disable=not progress)
     run = {"loss": 0.0, "mse": 0.0, "bce": 0.0, "n": 0}
-    for step in bar:
-        idx = torch.randint(len(kps), (cfg.batch_size,), generator=gen).tolist()
-        target, valid = _pad_batch([kps[i] for i in idx], cfg.image_size)
-        kp_in = target
-        if cfg.input_noise_px > 0:
-            noise = torch.randn(target.shape, generator=gen) * (2 * cfg.input_noise_px
-                                                                 / cfg.image_size)
-            kp_in = target + noise
-        coords, end_logits = net(img_tok[idx], task_tok[idx], kp_in)
-        loss, parts = anticipation_loss(coords, end_logits, target, valid, cfg.end_weight)
+    with moved_to(device, [net], [opt]) as dev:
+        img_tok, task_tok = img_tok.to(dev), task_tok.to(dev)
+        for step in bar:
+            idx = torch.randint(len(kps), (cfg.batch_size,), generator=gen).tolist()
+            target, valid = _pad_batch([kps[i] for i in idx], cfg.image_size)
+            kp_in = target
+            if cfg.input_noise_px > 0:
+                noise = torch.randn(target.shape, generator=gen) * (2 * cfg.input_noise_px
+                                                                     / cfg.image_size)
+                kp_in = target + noise
+            target, valid, kp_in = target.to(dev), valid.to(dev), kp_in.to(dev)
+            coords, end_logits = net(img_tok[idx], task_tok[idx], kp_in)
+            loss, parts = anticipation_loss(coords, end_logits, target, valid, cfg.end_weight)
 
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
 
-        run["loss"] += float(loss.detach())
-        run["mse"] += parts["mse"]
-        run["bce"] += parts["bce"]
-        run["n"] += 1
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            k = run["n"]
-            mse = run["mse"] / k
-            history["step"].append(step + 1)
-            history["loss"].append(run["loss"] / k)
-            history["mse"].append(mse)
-            history["bce"].append(run["bce"] / k)
-            # RMS error of one coordinate in pixels (teacher forced, training batch, dropout on)
-            history["train_px"].append(math.sqrt(mse) * cfg.image_size / 2)
-            history["elapsed_s"].append(elapsed_before + time.time() - t_loop)
-            bar.set_postfix(loss=f"{run['loss'] / k:.2e}", rms_px=f"{history['train_px'][-1]:.2f}")
-            run = {"loss": 0.0, "mse": 0.0, "bce": 0.0, "n": 0}
-        if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
-            _save_checkpoint(ckpt_path, model, opt, step + 1, history, gen)
+            run["loss"] += float(loss.detach())
+            run["mse"] += parts["mse"]
+            run["bce"] += parts["bce"]
+            run["n"] += 1
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                k = run["n"]
+                mse = run["mse"] / k
+                history["step"].append(step + 1)
+                history["loss"].append(run["loss"] / k)
+                history["mse"].append(mse)
+                history["bce"].append(run["bce"] / k)
+                # RMS error of one coordinate in pixels (teacher forced, training batch, dropout on)
+                history["train_px"].append(math.sqrt(mse) * cfg.image_size / 2)
+                history["elapsed_s"].append(elapsed_before + time.time() - t_loop)
+                bar.set_postfix(loss=f"{run['loss'] / k:.2e}", rms_px=f"{history['train_px'][-1]:.2f}")
+                run = {"loss": 0.0, "mse": 0.0, "bce": 0.0, "n": 0}
+            if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
+                _save_checkpoint(ckpt_path, model, opt, step + 1, history, gen)
     bar.close()
     net.eval()
     model._cache.clear()  # the training frames' tokens are no longer needed

@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relam.devices import moved_to
 from relam.perception.images import image_batch
 from relam.versions import import_extra
 
@@ -166,10 +167,13 @@ class ConvAEEncoder:
         return self.grid**2
 
     def fit(self, frames: np.ndarray, steps: int = 600, batch_size: int = 16, lr: float = 2e-3,
-            seed: int = 0, progress: bool = True) -> list[float]:
+            seed: int = 0, progress: bool = True, device: str = "auto") -> list[float]:
         """Pre-train on ``frames`` (uint8 (M,H,W,3)) by pixel reconstruction; then freeze.
 
         Returns the loss curve. Only the frames given here are seen, so pass training demos only.
+        ``device``: where the steps run (``"auto"``: CUDA when torch sees it,
+        :func:`relam.devices.resolve_device`); batches are drawn on the CPU and the network comes
+        back to the CPU afterwards (:meth:`encode` runs there).
         """
         from tqdm.auto import tqdm
 
@@ -185,17 +189,18 @@ class ConvAEEncoder:
         data = _to_float(frames)
         losses = []
         bar = tqdm(range(steps), desc="conv-ae pretrain", disable=not progress, leave=False)
-        for _ in bar:
-            idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen)
-            x = data[idx]
-            _, recon = net(x)
-            loss = F.mse_loss(recon, _recon_target(x, recon))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        with moved_to(device, [net], [opt]) as dev:
+            for _ in bar:
+                idx = torch.randint(len(data), (min(batch_size, len(data)),), generator=gen)
+                x = data[idx].to(dev)
+                _, recon = net(x)
+                loss = F.mse_loss(recon, _recon_target(x, recon))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from relam.devices import resolve_device
+
 __all__ = [
     "Segmenter",
     "SimSegmenter",
@@ -105,7 +107,7 @@ class EvfSamSegmenter:
 
     name = "evf-sam"
 
-    def __init__(self, weights_path: str | Path | None = None, device: str = "cpu",
+    def __init__(self, weights_path: str | Path | None = None, device: str = "auto",
                  model_type: str = "sam2") -> None:
         if weights_path is None:
             raise ValueError(
@@ -128,7 +130,7 @@ class EvfSamSegmenter:
                 "environment where torchvision imports, or use segmenter 'sim'"
             ) from exc
         self.weights_path = path
-        self.device = device
+        self.device = resolve_device(device)  # "auto": CUDA when torch sees it
         self.model_type = model_type
         self._model = None
         self._tokenizer = None

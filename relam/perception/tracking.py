@@ -29,6 +29,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
+from relam.devices import resolve_device
+
 __all__ = [
     "Tracker",
     "SimTracker",
@@ -255,7 +257,7 @@ class CoTrackerTracker:
 
     name = "cotracker"
 
-    def __init__(self, checkpoint: str | Path | None = None, device: str = "cpu",
+    def __init__(self, checkpoint: str | Path | None = None, device: str = "auto",
                  window_len: int = 60) -> None:
         if checkpoint is None:
             raise ValueError(
@@ -278,7 +280,7 @@ class CoTrackerTracker:
                 "use tracker 'sim' or 'lk'"
             ) from exc
         self.checkpoint = path
-        self.device = device
+        self.device = resolve_device(device)  # "auto": CUDA when torch sees it
         self.window_len = int(window_len)
         self._model = None
         self._frames: list[np.ndarray] = []

@@ -45,6 +45,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
+from relam.devices import resolve_device
 from relam.rl.policies import KeypointImageExtractor
 
 __all__ = [
@@ -231,8 +232,10 @@ class PPOSettings:
     #: "subproc" runs one process per environment (SB3's SubprocVecEnv, spawn start method).
     vec_env: str = "dummy"
     torch_threads: int = 1
-    #: "auto" takes CUDA when torch sees it, else the CPU.
-    device: str = "cpu"
+    #: where the policy and its updates run: "auto" takes CUDA when torch sees it, else the CPU
+    #: (:func:`relam.devices.resolve_device`); "cpu" or "cuda[:N]" as given. Rollouts stay in
+    #: this process's environments either way; the GPU pays off on the image policy's updates.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("n_steps", "batch_size", "n_epochs", "torch_threads", "n_envs"):
@@ -337,13 +340,6 @@ def learning_rate_schedule(settings: PPOSettings) -> float | LinearSchedule:
     if settings.lr_schedule == "linear":
         return LinearSchedule(float(settings.learning_rate), 0.0, 1.0)
     return float(settings.learning_rate)
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; other names pass through."""
-    if device == "auto":
-        return "cuda" if th.cuda.is_available() else "cpu"
-    return device
 
 
 # --------------------------------------------------------------------------- training loop
