@@ -68,3 +68,30 @@ def test_projection_adds_training_evaluation_and_relabelling(bench):
     q = bench.project_table4(fig, plan, cores=2, boxes=3)
     assert not q["complete"] and q["cluster_h"] is None and q["missing"]
     assert not math.isnan(q["per_suite"]["metaworld"]["run_h"]["a/relam"])
+
+
+def test_projection_takes_the_image_loop_in_cpu_time_when_measured(bench):
+    """On a shared machine the wall rate moves with the load; the CPU-time rate is one idle core's."""
+    plan = {"metaworld": {"tasks": ["a"], "horizon": {"a": 200}, "methods": ["relam"], "seeds": 1,
+                          "train_steps": 1000, "eval_every": 500, "eval_episodes": 2}}
+    fig = {"image_ppo_steps_per_s": 10.0, "image_eval_s_per_episode": 20.0, "image_eval_horizon": 200,
+           "image_ppo_steps_per_cpu_s": 100.0, "image_eval_cpu_s_per_episode": 2.0}
+    p = bench.project_table4(fig, plan, cores=1, boxes=1)
+    assert p["per_suite"]["metaworld"]["run_h"]["a/relam"] * 3600 == pytest.approx(1000 / 100 + 3 * 2 * 2.0)
+
+
+def test_projection_counts_the_video_baselines_offline_labelling_and_dacfo_online_phase(bench):
+    plan = {"maniskill": {"tasks": ["b"], "horizon": {"b": 100}, "methods": ["relam", "dacfo", "diffusion_reward"],
+                          "seeds": 1, "train_steps": 100, "eval_every": 50, "eval_episodes": 1,
+                          "offline_trajectories": 20, "dacfo_online_steps": 1000}}
+    fig = {"iql_steps_per_s": 10.0, "maniskill_render_steps_per_s": 20.0, "dacfo_s_per_1k": 1.0,
+           "diffusion_s_per_1k": 10.0, "image_update_cpu_s_per_1k": 3.0}
+    got = {k: v * 3600 for k, v in bench.project_table4(fig, plan, 1, 1)["per_suite"]["maniskill"]["run_h"].items()}
+    base = 100 / 10 + 3 * 1 * 100 / 20  # IQL + 3 evaluation episodes
+    # 20 x 100 = 2000 transitions labelled: 10 discriminators at 1 s/1k, or the video model at 10 s/1k;
+    # DACfO's online phase: 1000 steps at 20 st/s, update 3 s/1k and relabelling 1 s/1k
+    assert got == pytest.approx({"b/relam": base, "b/dacfo": base + 2 * 1.0 * 10 + 1000 / 20 + 1 * (3 + 1),
+                                 "b/diffusion_reward": base + 2 * 10.0})
+    plan_from_spec = bench.table4_plan()
+    assert plan_from_spec["maniskill"]["offline_trajectories"] == 200
+    assert plan_from_spec["maniskill"]["dacfo_online_steps"] == 100_000
