@@ -112,7 +112,8 @@ def behaviour_cloning(policy: Any, images: np.ndarray, actions: np.ndarray, step
     ``policy`` is ``PPO.policy`` (dict observation ``{"image": uint8}``); only the features
     extractor and the actor (``mlp_extractor`` policy branch, ``action_net``) receive gradients.
     Images are randomly shifted by up to ``shift`` pixels (few demos; without it the policy
-    memorises pixel positions).
+    memorises pixel positions). Batches are drawn and shifted on the CPU and then moved to the
+    policy's device (the PPO settings' ``device``, CUDA on a GPU box).
     """
     from tqdm import tqdm
 
@@ -131,8 +132,8 @@ def behaviour_cloning(policy: Any, images: np.ndarray, actions: np.ndarray, step
         x = torch.as_tensor(images[idx]).float()
         if shift > 0:
             x = _random_shift(x, shift, gen)
-        dist = policy.get_distribution({"image": x})
-        loss = F.mse_loss(dist.distribution.mean, target_all[idx])
+        dist = policy.get_distribution({"image": x.to(policy.device)})
+        loss = F.mse_loss(dist.distribution.mean, target_all[idx].to(policy.device))
         opt.zero_grad()
         loss.backward()
         opt.step()
