@@ -74,9 +74,9 @@ from baselines.common import POLICY_IMAGE_SIZE, to_policy_images
 from baselines.vlm_models import LearnedRewardModel, RewardModel, _frames, pair_directions, query_seconds
 from baselines.vlm_training import (CRITIC_WARMUP_ITERATIONS, _bc_policy_state, _freeze_actor, _make_refine_ppo,
                                     _ppo_settings, _refine_updates, make_reward_model)
-from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
+from relam.methods import Budget, MethodSettings, RewardMethod, RunContext, RunResult, register_method
 
-__all__ = ["VLMRewardSettings", "HeldModelReward", "PolicyImage", "StopOnSuccess", "VLMReward"]
+__all__ = ["VLMRewardSettings", "bc_demos", "HeldModelReward", "PolicyImage", "StopOnSuccess", "VLMReward"]
 
 
 class VLMRewardSettings(MethodSettings):
@@ -95,6 +95,24 @@ class VLMRewardSettings(MethodSettings):
         default=None, ge=0, description="PPO iterations; None: budget.train_steps // budget.eval_every; "
                                         "0: evaluate the behaviour-cloning base policy only")
     exploration_std: float = Field(default=0.1, gt=0.0, description="PPO action std set after behaviour cloning")
+    bc_demos: int | None = Field(
+        default=None, gt=0, description="expert demos behaviour cloning learns from (the first bc_demos of the "
+                                        "budget's n_demos; the reward model still learns from all n_demos); "
+                                        "None: all n_demos. Fewer give the refinement a weak base to improve")
+    bc_steps: int | None = Field(
+        default=None, gt=0, description="behaviour-cloning gradient steps; None: the scale's "
+                                        "(baselines.vlm_training.SCALE_STEPS)")
+
+
+def bc_demos(settings: VLMRewardSettings, budget: Budget) -> int:
+    """Expert demos behaviour cloning learns from: ``settings.bc_demos``, at most the budget's
+    ``n_demos`` (the videos there are), or all of them."""
+    if settings.bc_demos is None:
+        return int(budget.n_demos)
+    if settings.bc_demos > budget.n_demos:
+        raise ValueError(f"vlm_reward bc_demos={settings.bc_demos}: more than the budget's n_demos="
+                         f"{budget.n_demos} expert demos; lower bc_demos or raise n_demos")
+    return int(settings.bc_demos)
 
 
 # =============================================================================== wrappers
@@ -192,6 +210,7 @@ class VLMReward(RewardMethod):
         b = ctx.budget
         spec = ctx.task_spec()
         torch.set_num_threads(1)
+        bc_demos(s, b)  # a bc_demos above the budget's n_demos fails before the reward model trains
         reward_model = make_reward_model(s, spec.name, b.n_demos, ctx.scale, ctx.progress)
         iterations = b.train_steps // b.eval_every if s.refine_iterations is None else s.refine_iterations
         ppo = _ppo_settings(b)
@@ -215,8 +234,8 @@ class VLMReward(RewardMethod):
                     venv.ret_rms.count = state["ret_rms"][2]
             else:
                 model = _make_refine_ppo(venv, ppo, ctx.seed)
-                weights, bc_stats = _bc_policy_state(spec.name, b.n_demos, ctx.scale, ctx.seed, ppo, venv,
-                                                     ctx.progress)
+                weights, bc_stats = _bc_policy_state(spec.name, bc_demos(s, b), ctx.scale, ctx.seed, ppo, venv,
+                                                     ctx.progress, steps=s.bc_steps)
                 model.policy.load_state_dict(weights)
                 with torch.no_grad():
                     model.policy.log_std.fill_(float(np.log(s.exploration_std)))

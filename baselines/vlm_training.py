@@ -198,29 +198,31 @@ def _refine_updates(model: Any) -> None:
 
 
 def _bc_policy_state(task: str, n_demos: int, scale: str, seed: int, ppo: Any, venv: Any,
-                     progress: bool) -> tuple[dict, dict[str, float]]:
-    """BC weights of the PPO policy (cached: the base and refined columns share them) and BC stats."""
+                     progress: bool, steps: int | None = None) -> tuple[dict, dict[str, float]]:
+    """BC weights of the PPO policy (cached: the base and refined columns share them) and BC stats:
+    ``steps`` gradient steps (None: the scale's) on the first ``n_demos`` expert demos."""
     from filelock import FileLock
 
     from relam.cache import cache_dir, settings_hash
     from relam.demos import load_demos
 
-    s = SCALE_STEPS[scale]
+    bc_steps = SCALE_STEPS[scale].bc_steps if steps is None else int(steps)
     arch = {k: v for k, v in ppo.to_dict().items() if k in ("cnn_channels", "cnn_kernels", "cnn_strides",
                                                              "image_dim", "net_arch")}
-    key = settings_hash({"task": task, "n_demos": int(n_demos), "steps": s.bc_steps, "seed": int(seed),
+    key = settings_hash({"task": task, "n_demos": int(n_demos), "steps": bc_steps, "seed": int(seed),
                          "arch": arch, "size": POLICY_IMAGE_SIZE, "shared_encoder": False, "v": 1})
     path = cache_dir() / "vlm_reward" / task / f"bc-{key}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
+        sizes = {"bc_demos": float(n_demos), "bc_steps": float(bc_steps)}
         if path.exists():
             blob = torch.load(path, map_location="cpu", weights_only=False)
-            return blob["policy"], blob["stats"]
+            return blob["policy"], {**blob["stats"], **sizes}
         model = _make_refine_ppo(venv, ppo, seed)
         images, actions = bc_dataset(load_demos(task, n=n_demos))
         t0 = time.time()
-        losses = behaviour_cloning(model.policy, images, actions, s.bc_steps, seed=seed, progress=progress)
+        losses = behaviour_cloning(model.policy, images, actions, bc_steps, seed=seed, progress=progress)
         stats = {"bc_loss_first": float(np.mean(losses[:10])), "bc_loss_final": float(np.mean(losses[-50:])),
                  "bc_pairs": float(len(images)), "bc_seconds": time.time() - t0}
         atomic_torch_save(path, {"policy": model.policy.state_dict(), "stats": stats})
-        return model.policy.state_dict(), stats
+        return model.policy.state_dict(), {**stats, **sizes}
