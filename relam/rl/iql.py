@@ -82,6 +82,7 @@ import torch as th
 from torch import nn
 
 from relam.cache import atomic_write_bytes, atomic_write_json, settings_hash
+from relam.devices import resolve_device as _resolve_device_name
 from relam.rl.policies import KeypointImageExtractor
 
 __all__ = [
@@ -109,10 +110,8 @@ _RESUMABLE = ("epochs", "device")
 
 
 def resolve_device(device: str = "auto") -> th.device:
-    """``"auto"`` -> CUDA when torch sees a GPU, else the CPU; anything else as torch reads it."""
-    if device == "auto":
-        return th.device("cuda" if th.cuda.is_available() else "cpu")
-    return th.device(device)
+    """:func:`relam.devices.resolve_device` (the project's one "auto" rule) as a ``torch.device``."""
+    return th.device(_resolve_device_name(device))
 
 
 @dataclass(frozen=True)
