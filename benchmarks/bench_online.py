@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-points", type=int, default=4, help="keypoints per subgoal (Fig. 6a: 4/8/12)")
     ap.add_argument("--object-points", type=int, default=1,
                     help="keypoints taken on the object before FPS covers the arm (ground-truth subgoals only)")
+    ap.add_argument("--arm-after-object", action="store_true",
+                    help="points after the object's on the arm only (KeypointSettings.arm_after_object; ground-truth subgoals only)")
     ap.add_argument("--max-step", type=int, default=None,
                     help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
     ap.add_argument("--camera", type=float, nargs=7, default=None, metavar=("PX", "PY", "PZ", "LX", "LY", "LZ", "FOVY"),
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
                + (f"-obj{args.object_points}" if args.object_points != 1 else "")
+               + ("-armrest" if args.arm_after_object else "")
                + ("-cam" + "_".join(f"{v:g}" for v in args.camera) if args.camera else ""))
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subgoals == "generated" and args.camera:
         ap.error("--camera: the anticipation models are trained on the task's own camera; use it with "
                  "--subgoals ground_truth")
-    if args.subgoals == "generated" and args.object_points != 1:
+    if args.subgoals == "generated" and (args.object_points != 1 or args.arm_after_object):
         ap.error("--object-points: the anticipation models are trained on one object point; use it with "
                  "--subgoals ground_truth")
     if args.subgoals == "generated":
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         from relam.keypoints import KeypointSettings
 
         kp = KeypointSettings(num_points=args.n_points, object_points=args.object_points,
+                              arm_after_object=args.arm_after_object,
                               **({} if args.max_step is None else {"max_step": args.max_step}))
         planner = GroundTruthSubgoals(keypoint_settings=kp)
 

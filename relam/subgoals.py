@@ -256,7 +256,8 @@ def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, se
         )
     all_tracks = np.asarray(tracker.track(demo, candidates), dtype=np.float32)
     sel = select_keypoints(candidates, all_tracks, on_object, settings.num_points,
-                           settings.motion_threshold, object_points=settings.object_points)
+                           settings.motion_threshold, object_points=settings.object_points,
+                           arm_after_object=settings.arm_after_object)
     return DemoKeypoints(selection=sel, tracks=all_tracks[:, sel.indices].copy(), masks=masks)
 
 

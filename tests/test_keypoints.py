@@ -120,3 +120,26 @@ def test_settings_validation_and_hashable_dict():
         KeypointSettings(square=4)
     with pytest.raises(ValueError, match="min_step"):
         KeypointSettings(min_step=10, max_step=5)
+
+
+def test_arm_after_object_keeps_a_far_moving_object_to_its_own_points():
+    # the door case: the object's pixels spread far (x 30 and 60), so plain FPS gives it a second
+    # point; arm_after_object takes the points after the object's on the arm only
+    uv = np.array([[x, 0] for x in range(10)] + [[30, 0], [60, 0]], float)
+    on_obj = np.array([False] * 10 + [True, True])
+    vel = np.zeros((1, len(uv), 2))
+    vel[0, :10, 1] = 2.0
+    vel[0, 10, 1] = 1.0
+    vel[0, 11, 1] = 3.0  # the most-moving object pixel: FPS starts there
+    tracks = uv[None] + np.arange(6)[:, None, None] * vel
+    plain = select_keypoints(uv, tracks, on_obj, num_points=3, motion_threshold=3.0)
+    assert plain.indices.tolist() == [11, 0, 10] and plain.on_object.sum() == 2
+    arm = select_keypoints(uv, tracks, on_obj, num_points=3, motion_threshold=3.0, arm_after_object=True)
+    assert arm.indices.tolist() == [11, 0, 9] and arm.on_object.sum() == 1
+    # too few moving arm pixels: the object's fill in rather than a non-moving pixel
+    few = select_keypoints(uv[9:], tracks[:, 9:], on_obj[9:], num_points=3, motion_threshold=3.0,
+                           arm_after_object=True)
+    assert few.on_object.sum() == 2 and few.counts["filled"] == 0
+    # off by default and out of the cache key there, so existing datasets keep their keys
+    assert "arm_after_object" not in KeypointSettings().to_dict()
+    assert KeypointSettings(arm_after_object=True).to_dict()["arm_after_object"] is True
