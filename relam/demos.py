@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from filelock import FileLock
@@ -97,22 +98,39 @@ class Demo:
         )
 
 
-class _Recorder:
-    """Collects one trajectory from a TaskEnv, step by step."""
+@runtime_checkable
+class Recorder(Protocol):
+    """What :func:`rollout_expert` keeps of one trajectory; the rollout itself (reset, expert,
+    clipping, stopping rule) is the same whatever is recorded.
 
-    def __init__(self, env: TaskEnv):
+    ``start(env)`` is called right after the reset (frame 0), ``record(action, info)`` after every
+    step (``info`` has ``env_reward`` and ``success``), ``demo(seed, noisy)`` once at the end.
+    ``start`` begins a new trajectory, so one recorder serves many rollouts.
+    """
+
+    def start(self, env: TaskEnv) -> None: ...
+
+    def record(self, action: np.ndarray, info: dict) -> None: ...
+
+    def demo(self, seed: int, noisy: bool = False) -> Demo: ...
+
+
+class _StepRecorder:
+    """The part both recorders share: actions, simulator reward, success and body poses per step."""
+
+    def start(self, env: TaskEnv) -> None:
         self.env = env
-        self.frames, self.segs, self.pos, self.rot = [], [], [], []
+        self.pos, self.rot = [], []
         self.actions, self.rewards, self.success = [], [], []
-        self._observe()
-        self.depth0 = env.depth()
 
-    def _observe(self) -> None:
-        self.frames.append(self.env.frame())
-        self.segs.append(self.env.body_segmentation())
+    def _poses(self) -> None:
         p, r = self.env.body_poses()
         self.pos.append(p)
         self.rot.append(r)
+
+    def _observe(self) -> None:
+        """What is kept of the frame after a step."""
+        self._poses()
 
     def record(self, action: np.ndarray, info: dict) -> None:
         self.actions.append(np.asarray(action, np.float32).reshape(-1))
@@ -120,27 +138,71 @@ class _Recorder:
         self.success.append(info["success"])
         self._observe()
 
-    def demo(self, seed: int, noisy: bool = False) -> Demo:
+    def _demo(self, seed: int, noisy: bool, frames: np.ndarray, body_seg: np.ndarray) -> Demo:
         env = self.env
         return Demo(
-            frames=np.stack(self.frames).astype(np.uint8), body_seg=np.stack(self.segs).astype(np.int16),
-            depth0=self.depth0.astype(np.float32), body_pos=np.stack(self.pos), body_rot=np.stack(self.rot),
+            frames=frames, body_seg=body_seg, depth0=self.depth0.astype(np.float32), body_pos=np.stack(self.pos),
+            body_rot=np.stack(self.rot),
             actions=np.stack(self.actions) if self.actions else np.zeros((0, env.action_space.shape[0]), np.float32),
             env_reward=np.asarray(self.rewards, np.float32), success=np.asarray(self.success, bool),
             camera=env.camera, task=env.task.name, seed=seed, body_names=env.body_names, noisy=noisy,
         )
 
 
-def rollout_expert(env: TaskEnv, seed: int, noise: float = 0.0) -> Demo | None:
-    """Run the task's expert from ``env.reset(seed)`` and record it.
+class FrameRecorder(_StepRecorder):
+    """The full demo (the default): RGB frame, body segmentation and body poses of every frame,
+    and frame 0's depth."""
 
-    Meta-World: the scripted policy, stopped at the first successful step. ManiSkill: the motion
-    planner (returns ``None`` when planning fails for this seed). ``noise`` (ManiSkill only) adds
-    Gaussian noise to the joint targets.
+    def start(self, env: TaskEnv) -> None:
+        super().start(env)
+        self.frames, self.segs = [], []
+        self._observe()
+        self.depth0 = env.depth()
+
+    def _observe(self) -> None:
+        self.frames.append(self.env.frame())
+        self.segs.append(self.env.body_segmentation())
+        self._poses()
+
+    def demo(self, seed: int, noisy: bool = False) -> Demo:
+        return self._demo(seed, noisy, np.stack(self.frames).astype(np.uint8), np.stack(self.segs).astype(np.int16))
+
+
+class PoseRecorder(_StepRecorder):
+    """The lean, keypoint-only record: frame 0's body segmentation and depth (two render passes a
+    trajectory, no RGB) and the body poses of every step, besides actions, rewards and success --
+    what the sim segmenter and sim tracker read, so a plan made from it equals the full demo's.
+
+    In its :class:`Demo`, ``frames`` is a read-only all-black stand-in of the right shape and
+    ``body_seg`` repeats frame 0's (broadcast views, no copies); ``seg0`` and ``depth0`` stay on
+    the recorder for the caller.
+    """
+
+    def start(self, env: TaskEnv) -> None:
+        super().start(env)
+        self.seg0 = np.asarray(env.body_segmentation()).astype(np.int16)
+        self.depth0 = np.asarray(env.depth()).astype(np.float32)
+        self._poses()
+
+    def demo(self, seed: int, noisy: bool = False) -> Demo:
+        n, (h, w) = len(self.pos), self.seg0.shape
+        return self._demo(seed, noisy, np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, h, w, 3)),
+                          np.broadcast_to(self.seg0, (n, h, w)))
+
+
+def rollout_expert(env: TaskEnv, seed: int, noise: float = 0.0, recorder: Recorder | None = None) -> Demo | None:
+    """Run the task's expert from ``env.reset(seed)`` and record it with ``recorder`` (default: a
+    new :class:`FrameRecorder`, the full demo; :class:`PoseRecorder` keeps what keypoints need).
+
+    Meta-World: the scripted policy (actions clipped to [-1, 1]), stopped ``post_success_steps``
+    steps after the first successful one, or at the horizon. ManiSkill: the motion planner (returns
+    ``None`` when planning fails for this seed). ``noise`` (ManiSkill only) adds Gaussian noise to
+    the joint targets.
     """
     spec = env.task
+    rec = recorder if recorder is not None else FrameRecorder()
     env.reset(seed=seed)
-    rec = _Recorder(env)
+    rec.start(env)
     if spec.suite == "metaworld":
         from metaworld.policies import ENV_POLICY_MAP
 
@@ -161,14 +223,20 @@ def rollout_expert(env: TaskEnv, seed: int, noise: float = 0.0) -> Demo | None:
     if solver is None:
         raise ValueError(f"task '{spec.name}': no ManiSkill motion-planning solution for {spec.env_id}")
     rng = np.random.default_rng(seed)
-    planner_env = env.planner_env(on_step=rec.record, action_noise=noise, rng=rng)
+    steps = [0]
+
+    def on_step(action: np.ndarray, info: dict) -> None:
+        steps[0] += 1
+        rec.record(action, info)
+
+    planner_env = env.planner_env(on_step=on_step, action_noise=noise, rng=rng)
     try:  # the planner resets the env with the same seed: the same state as frame 0 (deterministic)
         result = solver(planner_env, seed=seed, debug=False, vis=False)
     except Exception as e:  # planners raise on unreachable goals
         if not isinstance(e, (RuntimeError, ValueError, AssertionError)):
             raise
         result = -1
-    if isinstance(result, int) and result == -1 or not rec.actions:
+    if isinstance(result, int) and result == -1 or not steps[0]:
         return None
     return rec.demo(seed, noisy=noise > 0)
 

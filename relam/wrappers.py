@@ -263,57 +263,26 @@ class GroundTruthSubgoals:
         return demo
 
     def _lean_rollout(self, env: Any, seed: int) -> Any:
-        """:func:`relam.demos.rollout_expert` on a Meta-World TaskEnv, recording only what the plan
-        reads: the same reset, scripted policy, actions and stopping rule, body poses every step,
-        frame 0's body segmentation and depth (two render passes, no RGB). ``frames`` is a
-        read-only all-black stand-in of the right shape (the sim segmenter reads the segmentation,
-        not the image) and ``body_seg`` repeats frame 0's, as with :class:`_FirstFrameView`.
-        ``tests/test_wrappers.py`` checks it against ``rollout_expert`` array by array."""
-        from metaworld.policies import ENV_POLICY_MAP
+        """:func:`relam.demos.rollout_expert` on a Meta-World TaskEnv with the lean
+        :class:`relam.demos.PoseRecorder` (frame 0's body segmentation and depth, body poses every
+        step; no RGB), whose frame-0 views are kept for :meth:`frame0_env` together with the
+        initial geom poses and camera that identify the state. ``tests/test_wrappers.py`` checks
+        the demo against the full ``rollout_expert`` path array by array."""
+        from relam.demos import PoseRecorder, rollout_expert
 
-        from relam.demos import Demo
+        class Recorder(PoseRecorder):  # the geom poses of frame 0 too: they identify the initial state
+            def start(self, env: Any) -> None:
+                super().start(env)
+                self.geom0 = (env.sim.data.geom_xpos.copy(), env.sim.data.geom_xmat.copy())
 
-        spec = env.task
-        env.reset(seed=seed)
-        seg0 = np.asarray(env.body_segmentation()).astype(np.int16)
-        depth0 = np.asarray(env.depth()).astype(np.float32)
-        p, r = env.body_poses()
-        pos, rot = [p], [r]
-        sim = env.sim.data
-        geom = (sim.geom_xpos.copy(), sim.geom_xmat.copy())
-        actions: list[np.ndarray] = []
-        rewards: list[float] = []
-        success: list[bool] = []
-        policy = ENV_POLICY_MAP[spec.env_id]()
-        first_success = None  # as rollout_expert: the expert runs post_success_steps past it
-        for t in range(spec.horizon):
-            action = np.clip(policy.get_action(env.state()), -1, 1)
-            _, _, _, trunc, info = env.step(action)
-            actions.append(np.asarray(action, np.float32).reshape(-1))
-            rewards.append(info["env_reward"])
-            success.append(info["success"])
-            p, r = env.body_poses()
-            pos.append(p)
-            rot.append(r)
-            if info["success"] and first_success is None:
-                first_success = t
-            if trunc or (first_success is not None and t - first_success >= spec.post_success_steps):
-                break
-        n, (h, w) = len(pos), seg0.shape
-        demo = Demo(
-            frames=np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (n, h, w, 3)),
-            body_seg=np.broadcast_to(seg0, (n, h, w)), depth0=depth0, body_pos=np.stack(pos),
-            body_rot=np.stack(rot),
-            actions=np.stack(actions) if actions else np.zeros((0, env.action_space.shape[0]), np.float32),
-            env_reward=np.asarray(rewards, np.float32), success=np.asarray(success, bool),
-            camera=env.camera, task=spec.name, seed=seed, body_names=env.body_names,
-        )
-        key = (spec.name, int(seed))
+        rec = Recorder()
+        demo = rollout_expert(env, seed, recorder=rec)
+        key = (env.task.name, int(seed))
         self._views.pop(key, None)
         while len(self._views) >= max(1, int(self.views_kept)):
             self._views.pop(next(iter(self._views)))
-        self._views[key] = {"seg": seg0, "depth": depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
-                            "geom_xpos": geom[0], "geom_xmat": geom[1], "K": np.array(env.camera.K),
+        self._views[key] = {"seg": rec.seg0, "depth": rec.depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
+                            "geom_xpos": rec.geom0[0], "geom_xmat": rec.geom0[1], "K": np.array(env.camera.K),
                             "world_to_cam": np.array(env.camera.world_to_cam)}
         return demo
 

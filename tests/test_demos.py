@@ -105,3 +105,38 @@ def test_damaged_demo_is_quarantined_and_made_again(tmp_path, monkeypatch, caplo
     make_demos("drawer-open-v3", n=2, progress=False)
     assert summarize("drawer-open-v3")["count"] == 2 and len(list(quarantine.glob("meta.*.json"))) == 1
     assert {k: v["seed"] for k, v in json.loads(meta.read_text())["files"].items()} == seeds
+
+
+def test_one_rollout_loop_whatever_is_recorded():
+    """rollout_expert's recorder hook: the lean PoseRecorder and a hand-made recorder see the same
+    rollout (reset, expert, stopping rule) as the default full-frame record (issue 21 follow-up)."""
+    from relam.demos import FrameRecorder, PoseRecorder, Recorder
+
+    class Counting:
+        def start(self, env):
+            self.env, self.steps = env, []
+
+        def record(self, action, info):
+            self.steps.append((np.asarray(action, np.float32).copy(), info["success"]))
+
+        def demo(self, seed, noisy=False):
+            return len(self.steps)
+
+    env = make_env("drawer-open-v3")
+    try:
+        full = rollout_expert(env, 4)
+        lean = PoseRecorder()
+        assert isinstance(lean, Recorder) and isinstance(FrameRecorder(), Recorder)
+        for _ in range(2):  # one recorder serves several rollouts
+            d = rollout_expert(env, 4, recorder=lean)
+            for k in ("body_pos", "body_rot", "actions", "env_reward", "success", "depth0"):
+                np.testing.assert_array_equal(getattr(d, k), getattr(full, k), err_msg=k)
+            np.testing.assert_array_equal(d.body_seg[0], full.body_seg[0])
+            assert d.frames.shape == full.frames.shape and not d.frames.any() and not d.frames.flags.writeable
+            np.testing.assert_array_equal(lean.seg0, full.body_seg[0])
+        counting = Counting()
+        assert rollout_expert(env, 4, recorder=counting) == full.length
+        np.testing.assert_array_equal(np.stack([a for a, _ in counting.steps]), full.actions)
+        assert full.succeeded and not any(s for _, s in counting.steps[:-1 - env.task.post_success_steps])
+    finally:
+        env.close()
