@@ -138,6 +138,11 @@ def components_key(task: str, n_demos: int, scale: str = "quick", calibrate_demo
              "calibrate_demos": calibrate_demos, "keypoints": KeypointSettings().to_dict()}
     if calibration_quantile != CALIBRATION_QUANTILE:
         parts["calibration_quantile"] = float(calibration_quantile)
+    # its keyframes come from the subgoal dataset, which follows the task's keypoint rule
+    from relam.tasks import get_task
+
+    if get_task(task).keypoint_rule != "fps":
+        parts["keypoint_rule"] = get_task(task).keypoint_rule
     return settings_hash(parts)
 
 

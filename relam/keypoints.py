@@ -104,8 +104,17 @@ class KeypointSettings:
     #: upper links (one at the image corner), none on the gripper, so no subgoal said where the hand
     #: must be. True follows the paper's example ("three on the robotic arm and one on the drawer").
     arm_after_object: bool = False
+    #: the selection rule of :func:`select_keypoints`: ``None`` (default) lets the task decide
+    #: (``keypoint_rule`` in ``relam/tasks.yaml``: ``fps`` unless set; ``first_frame`` on the
+    #: ManiSkill tasks); ``"fps"`` or ``"first_frame"`` force one (benchmarks compare the two).
+    #: Left out of :meth:`to_dict` while None, so existing cache keys stay valid; the subgoal cache
+    #: key records the rule a task actually uses when it is not ``fps``.
+    rule: str | None = None
 
     def __post_init__(self) -> None:
+        if self.rule is not None and self.rule not in KEYPOINT_RULES:
+            raise ValueError(f"KeypointSettings.rule must be None or one of {KEYPOINT_RULES}, got "
+                             f"{self.rule!r}")
         if int(self.num_points) < 1:
             raise ValueError(f"KeypointSettings.num_points must be >= 1, got {self.num_points}")
         if not 1 <= int(self.object_points) <= int(self.num_points):
@@ -143,6 +152,8 @@ class KeypointSettings:
             del d["object_points"]
         if not d["arm_after_object"]:  # the same: datasets made before the field keep their keys
             del d["arm_after_object"]
+        if d["rule"] is None:  # the same (the task's rule; the subgoal key records it)
+            del d["rule"]
         return d
 
 
@@ -242,6 +253,7 @@ def select_keypoints(
     motion_threshold: float,
     object_points: int = 1,
     arm_after_object: bool = False,
+    rule: str = "fps",
 ) -> KeypointSelection:
     """Eq. (1) after segmentation: motion filter, then FPS with a guaranteed object point.
 
@@ -270,6 +282,23 @@ def select_keypoints(
     - if fewer than ``num_points`` candidates move, the remaining slots are filled with the
       non-moving candidates of largest motion range, so every demo of a task yields the same
       number of points (the anticipation model needs a fixed N). ``counts["filled"]`` says how many.
+
+    ``rule="first_frame"`` (a task's ``keypoint_rule`` in ``relam/tasks.yaml``) replaces the two
+    choices above that depend on the video with choices read off the first frame, so that the
+    anticipation model, which sees only that frame, can say where the points are:
+
+    - the object point is the object pixel nearest the centroid of the object's pixels (all of
+      them, moving or not; the ``object_points - 1`` others by FPS over the object's pixels from
+      there), not the object pixel that happens to move most;
+    - the other points are FPS over the moving *arm* pixels alone, started at the arm pixel nearest
+      the centroid of the moving arm pixels, so where the object lies does not move them; they
+      come after the object's points, in FPS order.
+
+    Why: under ``"fps"`` the arm points are the ones farthest from the cube's most-moving pixel,
+    and on PushCube/PickCube which arm pixels those are jumps with the cube's place (the same slot
+    lay 10-30 px apart on demos with nearly the same first frame), so no model could predict the
+    initial keypoints from the image (6.3 / 12.9 px held-out error). The motion filter stays (a
+    pixel that never moves still cannot be a keypoint; on these tasks every arm pixel moves).
     """
     uv = np.asarray(candidates_uv, dtype=np.float32)
     on_object = np.asarray(on_object, dtype=bool)
@@ -294,6 +323,10 @@ def select_keypoints(
         "object_forced": 0,
         "filled": 0,
     }
+    if rule == "first_frame":
+        return _select_first_frame(uv, rng_px, moving, on_object, num_points, object_points, counts)
+    if rule != "fps":
+        raise ValueError(f"select_keypoints: rule must be one of {KEYPOINT_RULES}, got {rule!r}")
     obj_moving = np.flatnonzero(moving & on_object)
     if obj_moving.size:
         start = int(obj_moving[np.argmax(rng_px[obj_moving])])
@@ -328,6 +361,39 @@ def select_keypoints(
         picked = np.zeros(0, dtype=np.int64)
     if picked.size < num_points:
         rest = np.setdiff1d(np.arange(p), picked)
+        order = rest[np.argsort(-rng_px[rest], kind="stable")]
+        fill = order[: num_points - picked.size]
+        counts["filled"] = int(fill.size)
+        picked = np.concatenate([picked, fill])
+    picked = picked.astype(np.int64)
+    return KeypointSelection(
+        indices=picked, uv=uv[picked].copy(), on_object=on_object[picked].copy(), counts=counts
+    )
+
+
+def _nearest(points: np.ndarray, target: np.ndarray) -> int:
+    """Index of the point nearest ``target`` (lowest index on ties)."""
+    return int(np.argmin(np.linalg.norm(np.asarray(points, np.float64) - target, axis=1)))
+
+
+def _select_first_frame(uv: np.ndarray, rng_px: np.ndarray, moving: np.ndarray, on_object: np.ndarray,
+                        num_points: int, object_points: int, counts: dict[str, int]) -> KeypointSelection:
+    """``rule="first_frame"`` of :func:`select_keypoints`: the choice made from frame 0's pixels."""
+    obj = np.flatnonzero(on_object)
+    picked = np.zeros(0, dtype=np.int64)
+    if obj.size:
+        k = min(int(object_points), int(num_points), obj.size)
+        start = _nearest(uv[obj], uv[obj].astype(np.float64).mean(axis=0))
+        picked = obj[farthest_point_sampling(uv[obj], k, start)]
+        if not moving[picked[0]]:
+            counts["object_forced"] = 1
+    arm = np.flatnonzero(moving & ~on_object)
+    need = int(num_points) - picked.size
+    if arm.size and need > 0:
+        start = _nearest(uv[arm], uv[arm].astype(np.float64).mean(axis=0))
+        picked = np.concatenate([picked, arm[farthest_point_sampling(uv[arm], need, start)]])
+    if picked.size < num_points:  # too few moving arm pixels: the most-moving others fill in
+        rest = np.setdiff1d(np.arange(uv.shape[0]), picked)
         order = rest[np.argsort(-rng_px[rest], kind="stable")]
         fill = order[: num_points - picked.size]
         counts["filled"] = int(fill.size)

@@ -280,10 +280,17 @@ def label_demos(demos: Sequence[Any], labeller: Labeller, image_size: int | None
 def offline_cache_path(task: str, labeller: Labeller, n: int | None, image_size: int | None) -> Path:
     """Where :func:`label_offline_dataset` keeps a labelled dataset (keyed by everything that shapes it)."""
     from relam.demos import demo_dir
+    from relam.tasks import get_task
 
     cfg = labeller.config() if hasattr(labeller, "config") else {}
-    key = settings_hash({"format": _FORMAT_VERSION, "demos": str(demo_dir(task, "offline")), "n": n,
-                         "image_size": image_size, "labeller": getattr(labeller, "name", ""), "config": cfg})
+    parts = {"format": _FORMAT_VERSION, "demos": str(demo_dir(task, "offline")), "n": n,
+             "image_size": image_size, "labeller": getattr(labeller, "name", ""), "config": cfg}
+    # ReLAM's labels follow the task's keypoint rule (tasks.yaml keypoint_rule; ground-truth
+    # subgoals are picked by it): keyed when it is not the default, so fps-era labels are not reused
+    rule = get_task(task).keypoint_rule
+    if rule != "fps" and getattr(labeller, "name", "") == "relam":
+        parts["keypoint_rule"] = rule
+    key = settings_hash(parts)
     return cache_dir() / "offline" / task / f"{getattr(labeller, 'name', 'labeller')}-{key}.npz"
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "SubgoalDataset",
     "DemoKeypoints",
     "extract_keypoints",
+    "keypoint_rule",
     "subgoal_sequence",
     "build_subgoal_dataset",
     "subgoal_cache_path",
@@ -216,6 +217,11 @@ def _spec_for(demo: Any, spec: Any) -> Any:
     return get_task(demo.task)
 
 
+def keypoint_rule(settings: KeypointSettings, spec: Any) -> str:
+    """The selection rule used: ``settings.rule`` when set, else the task's ``keypoint_rule`` (fps)."""
+    return settings.rule or getattr(spec, "keypoint_rule", None) or "fps"
+
+
 def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, segmenter: Any = None,
                       tracker: Any = None, spec: Any = None) -> DemoKeypoints:
     """Eq. (1) on one demo: segment frame 0 per prompt, square filter, track, motion filter, FPS.
@@ -237,9 +243,17 @@ def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, se
     taken = np.zeros(frame0.shape[:2], dtype=bool)
     masks: dict[str, np.ndarray] = {}
     cand, obj = [], []
+    rule = keypoint_rule(settings, spec)
     for prompt in spec.prompts:
         m = np.asarray(segmenter.segment(frame0, prompt, demo=demo, t=0), dtype=bool)
         kept = square_filter(m, settings.square) & ~taken
+        # first_frame rule: an object the square filter empties (PickCube's cube half hidden by the
+        # gripper: 28 visible pixels, no 3x3 square) keeps the pixels of the largest square that
+        # leaves any, so every demo has its object point in the same slot
+        k = settings.square
+        while rule == "first_frame" and prompt == spec.object_prompt and not kept.any() and k > 1:
+            k -= 2
+            kept = square_filter(m, k) & ~taken
         taken |= kept
         masks[prompt] = kept
         px = mask_pixels(kept)
@@ -257,7 +271,7 @@ def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, se
     all_tracks = np.asarray(tracker.track(demo, candidates), dtype=np.float32)
     sel = select_keypoints(candidates, all_tracks, on_object, settings.num_points,
                            settings.motion_threshold, object_points=settings.object_points,
-                           arm_after_object=settings.arm_after_object)
+                           arm_after_object=settings.arm_after_object, rule=rule)
     return DemoKeypoints(selection=sel, tracks=all_tracks[:, sel.indices].copy(), masks=masks)
 
 
@@ -292,8 +306,9 @@ def subgoal_cache_path(task: str, settings: KeypointSettings, n_demos: int | Non
     """Where :func:`build_subgoal_dataset` keeps the dataset for these inputs."""
     from relam.cache import cache_dir, settings_hash
     from relam.demos import demo_dir
+    from relam.tasks import get_task
 
-    key = settings_hash({
+    payload = {
         "format_version": _FORMAT_VERSION,
         "pipeline_version": PIPELINE_VERSION,
         # the demo folder's name keys the task entry and the simulator revision the demos come
@@ -302,7 +317,13 @@ def subgoal_cache_path(task: str, settings: KeypointSettings, n_demos: int | Non
         "settings": settings.to_dict(),
         "n_demos": n_demos,
         "kind": kind,
-    })
+    }
+    # the task's keypoint rule (not part of the demos' key): recorded when it is not Eq. (1)'s
+    # plain fps, so tasks on fps keep their keys and the others' old fps datasets are not reused
+    rule = keypoint_rule(settings, get_task(task))
+    if rule != "fps":
+        payload["keypoint_rule"] = rule
+    key = settings_hash(payload)
     return cache_dir() / "subgoals" / task / f"{key}.npz"
 
 

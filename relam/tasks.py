@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 
 import relam  # noqa: F401  (sets MUJOCO_GL before any simulator import)
+from relam.keypoints import KEYPOINT_RULES
 
 REGISTRY_FILE = Path(__file__).with_name("tasks.yaml")
 SUITES = ("metaworld", "maniskill")
@@ -68,6 +69,13 @@ class TaskSpec:
     #: points 50-90 px, and points-only PPO reached 0.0-0.2 subgoals through 350k steps; with 15 the
     #: arc is cut into 5-8 chords and the same loop reached 1.5 by 100k.
     keyframe_max_step: int | None = None
+    #: the keypoint selection rule of :func:`relam.keypoints.select_keypoints` for this task's
+    #: subgoal datasets: ``fps`` (Eq. 1 as written: the object's most-moving pixel, then FPS over
+    #: every moving pixel) or ``first_frame`` (the object's centre pixel, then FPS over the arm from
+    #: its centre: a function of the first frame, so the anticipation model can predict it).
+    #: ``KeypointSettings.rule`` overrides it. It shapes the subgoal datasets, not the demos, so
+    #: :meth:`to_dict` (the demos' key) leaves it out; ``relam.subgoals.subgoal_cache_path`` keys it.
+    keypoint_rule: str = "fps"
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -85,6 +93,8 @@ class TaskSpec:
         """The entry as plain data; it keys caches (demos), so optional fields that were added later
         are left out while at their default: adding one must not invalidate every stored demo."""
         d = dataclasses.asdict(self)
+        for name in _NOT_DEMO_FIELDS:
+            d.pop(name)
         for name, default in _LATE_DEFAULTS.items():
             if d.get(name) == default:
                 d.pop(name)
@@ -93,12 +103,15 @@ class TaskSpec:
 
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
+#: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
+_NOT_DEMO_FIELDS = ("keypoint_rule",)
 
 
 _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
+    "keypoint_rule": str,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -130,6 +143,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
     if entry.get("post_success_steps", 0) < 0:
         raise TaskError(f"{where}: field 'post_success_steps' must be >= 0 (steps the expert runs on "
                         f"after its first success), got {entry['post_success_steps']!r}")
+    if entry.get("keypoint_rule", "fps") not in KEYPOINT_RULES:
+        raise TaskError(f"{where}: field 'keypoint_rule' must be one of {KEYPOINT_RULES}, got "
+                        f"{entry['keypoint_rule']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -168,6 +184,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         show_goal=bool(entry.get("show_goal", False)),
         post_success_steps=int(entry.get("post_success_steps", 0)),
         keyframe_max_step=int(entry["keyframe_max_step"]) if "keyframe_max_step" in entry else None,
+        keypoint_rule=entry.get("keypoint_rule", "fps"),
     )
 
 

@@ -77,6 +77,10 @@ class Run:
         # the task entry (camera, prompts, horizon, the expert's post-success steps) shapes the demos
         # and the environment every method trains in: a changed entry is a different run
         out["task_entry"] = settings_hash(spec.to_dict())
+        # the keypoint rule is not part of the entry's dict (it does not shape the demos) but it
+        # shapes the subgoals, rewards and labels of the runs: keyed when it is not the default
+        if getattr(spec, "keypoint_rule", "fps") != "fps":
+            out["keypoint_rule"] = spec.keypoint_rule
         return out
 
     @property
