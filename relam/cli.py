@@ -9,6 +9,7 @@
     relam export OUT.tar.gz [SPEC --scale S]
     relam import IN.tar.gz
     relam demos make|summary|view TASK ... [--kind expert|offline]
+    relam offline-data TASK ... [--scale S] [--spec SPEC] [-n N] [--max K]
     relam subgoals TASK [--n-demos N] [--num-points K] [--segmenter S] [--tracker T] [--rebuild]
     relam overlay TASK --out F.png|F.gif [--demo I] [--kind K] [--num-points K] [...]
     relam regression [--regenerate] [--checks NAME ...] [--expected F.json]
@@ -557,6 +558,51 @@ def cmd_demos(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_offline_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tasks", nargs="+", help="ManiSkill task names, or 'all' (every task with an offline set)")
+    _scale_arg(p)
+    p.add_argument("--spec", default="table4",
+                   help="the spec whose ManiSkill budget at --scale sets the set size (default table4)")
+    p.add_argument("-n", type=_positive_int, default=None,
+                   help="set size instead of the spec's (half expert, half noisy)")
+    p.add_argument("--max", type=_positive_int, default=None,
+                   help="record at most this many trajectories now (one sitting); run again for the rest")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cmd_offline_data(args: argparse.Namespace) -> int:
+    """record or top up the offline control sets (expert + noisy trajectories), resumably"""
+    from relam.demos import demos_missing, make_demos, summarize
+    from relam.tasks import get_task, list_tasks
+
+    tasks = [t for t in list_tasks() if get_task(t).offline] if args.tasks == ["all"] else args.tasks
+    spec = None
+    for t in tasks:
+        if not get_task(t).offline:
+            raise UsageError(f"task '{t}' has no offline control set (only ManiSkill tasks do)",
+                             fix="name a ManiSkill task, e.g. PushCube-v1, or 'all'")
+    if args.n is None:
+        from relam.experiments import load_spec
+
+        spec = load_spec(args.spec)
+        outside = [t for t in tasks if t not in spec.tasks]
+        if outside:
+            raise UsageError(f"spec {args.spec} has no task {', '.join(outside)}",
+                             fix="pass -n N, or a --spec that lists the task")
+    for t in tasks:
+        n = args.n if spec is None else spec.budget(t, args.scale).offline_set_size()
+        make_demos(t, n=n, kind="offline", progress=not args.no_progress, max_new=args.max)
+        missing = demos_missing(t, n, kind="offline")
+        s = summarize(t, "offline")
+        rate = s["noisy_success_rate"]
+        print(f"{t}: {n - missing}/{n} trajectories of the {'-n' if spec is None else args.scale} set "
+              f"({s['count']} stored, {s['noisy_count']} noisy"
+              + (f", {100 * rate:.0f}% of them succeed" if rate is not None else "")
+              + f"; {s['seconds_per_trajectory']} s a trajectory) in {s['folder']}"
+              + (f"; {missing} to go: run the same command again" if missing else ""))
+    return 0
+
+
 def _num_points_arg(p: argparse.ArgumentParser) -> None:
     from relam.keypoints import KeypointSettings
 
@@ -677,6 +723,11 @@ def cmd_regression(args: argparse.Namespace) -> int:
 
 
 add_subcommand("demos", setup_demos, cmd_demos, description="Make, summarise and view expert demos.")
+add_subcommand("offline-data", setup_offline_data, cmd_offline_data, description=(
+    "Record, or top up, the offline control set of ManiSkill tasks (100 expert + 100 noisy trajectories at\n"
+    "quick and paper scale): the size comes from --spec's budget at --scale (or -n); each trajectory is\n"
+    "stored as soon as it is recorded, so a stopped run loses at most one and the same command goes on\n"
+    "where it stopped (--max N records N per sitting)."))
 add_subcommand("subgoals", setup_subgoals, cmd_subgoals, description=(
     "Build (or load from the cache) the keypoint subgoal dataset of a task and print its summary."))
 add_subcommand("overlay", setup_overlay, cmd_overlay, description=(

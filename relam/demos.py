@@ -270,11 +270,16 @@ def _targets(spec: TaskSpec, kind: str, n: int) -> list[tuple[str, float]]:
 
 
 def make_demos(task: str | TaskSpec, n: int | None = None, kind: str = "expert",
-               progress: bool = True) -> Path:
+               progress: bool = True, max_new: int | None = None) -> Path:
     """Make (or finish making) ``n`` trajectories of a task; returns their folder.
 
     Expert trajectories keep successes only and count the seeds tried; noisy ones are kept
-    whatever their outcome. Already-written files are reused, so a killed run resumes.
+    whatever their outcome. Resumable trajectory by trajectory: each one is written atomically as
+    soon as it is recorded (then ``meta.json``), a rerun records only the missing ones, an
+    interrupted run loses at most the trajectory in flight, and no seed is recorded twice (a file
+    written just before an interruption, not yet in ``meta.json``, is entered from its own arrays).
+    ``max_new`` records at most that many this call (several sittings); the offline set is recorded
+    expert/noisy alternately, so a partial set already holds both halves.
     """
     spec = get_task(task)
     n = n if n is not None else (100 if kind == "expert" else 200)
@@ -282,7 +287,16 @@ def make_demos(task: str | TaskSpec, n: int | None = None, kind: str = "expert",
     out.mkdir(parents=True, exist_ok=True)
     # one maker per folder at a time (parallel test workers, concurrent sweeps): no double work
     with FileLock(str(out) + ".lock"):
-        return _make_demos_locked(spec, n, kind, out, progress)
+        return _make_demos_locked(spec, n, kind, out, progress, max_new)
+
+
+def demos_missing(task: str | TaskSpec, n: int | None = None, kind: str = "expert") -> int:
+    """How many of the first ``n`` trajectories of a kind are not stored yet (files present count as
+    stored; :func:`make_demos` checks them)."""
+    spec = get_task(task)
+    n = n if n is not None else (100 if kind == "expert" else 200)
+    out = demo_dir(spec, kind)
+    return sum(not (out / f"{name}.npz").exists() for name, _ in _targets(spec, kind, n))
 
 
 def _usable(path: Path) -> bool:
@@ -296,6 +310,13 @@ def _usable(path: Path) -> bool:
         return True
     quarantine(path, problem, seen, then="it is made again from its recorded seed")
     return False
+
+
+def _file_entry(path: Path, spec: TaskSpec) -> dict:
+    """A demo file's ``meta.json`` entry, read from its own arrays."""
+    with np.load(path) as z:
+        return {"seed": int(z["seed"]), "length": len(z["actions"]), "success": bool(z["success"].any()),
+                "noise": spec.offline_noise if bool(z["noisy"]) else 0.0}
 
 
 def _read_meta(out: Path, spec: TaskSpec, kind: str) -> dict:
@@ -314,21 +335,41 @@ def _read_meta(out: Path, spec: TaskSpec, kind: str) -> dict:
     except (ValueError, UnicodeDecodeError) as e:
         problem = f"not valid JSON: {e}"
     quarantine(meta_path, problem, then="rebuilt from the demo files")
-    for path in sorted(out.glob("*.npz")):
-        if _usable(path):
-            with np.load(path) as z:
-                meta["files"][path.stem] = {"seed": int(z["seed"]), "length": len(z["actions"]),
-                                            "success": bool(z["success"].any()),
-                                            "noise": spec.offline_noise if bool(z["noisy"]) else 0.0}
+    _enter_unlisted(out, spec, meta)
     meta["seeds_tried"] = len(meta["files"])
     atomic_write_json(meta_path, meta)
     return meta
 
 
-def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: bool) -> Path:
+def _enter_unlisted(out: Path, spec: TaskSpec, meta: dict) -> int:
+    """Enter into ``meta`` the intact demo files it does not list (a run stopped between writing a
+    file and its meta.json), from their own arrays, so that their seeds are not handed out again.
+    Returns how many were entered."""
+    entered = 0
+    for path in sorted(out.glob("*.npz")):
+        if path.stem not in meta["files"] and _usable(path):
+            meta["files"][path.stem] = _file_entry(path, spec)
+            meta["seeds_tried"] += 1
+            entered += 1
+    return entered
+
+
+def _recording_order(todo: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """expert_000, noisy_000, expert_001, ...: a partly recorded offline set holds both halves."""
+    return sorted(todo, key=lambda t: (int(t[0].rsplit("_", 1)[1]), t[0]))
+
+
+def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: bool,
+                       max_new: int | None = None) -> Path:
     meta_path = out / "meta.json"
     meta = _read_meta(out, spec, kind)
-    todo = [(name, noise) for name, noise in _targets(spec, kind, n) if not _usable(out / f"{name}.npz")]
+    if _enter_unlisted(out, spec, meta):
+        atomic_write_json(meta_path, meta)
+    targets = _targets(spec, kind, n)
+    todo = _recording_order([(name, noise) for name, noise in targets if not _usable(out / f"{name}.npz")])
+    done = len(targets) - len(todo)
+    if max_new is not None:
+        todo = todo[:max(0, int(max_new))]
     if not todo:
         return out
     env = make_env(spec)
@@ -336,9 +377,9 @@ def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: b
     used = {int(v["seed"]) for v in meta["files"].values()} | set(meta["failed_seeds"])
     seed = base
     t0 = time.time()
-    bar = tqdm(todo, desc=f"{kind} demos {spec.name}", disable=not progress, unit="demo")
+    bar = tqdm(total=len(targets), initial=done, desc=f"{kind} {spec.name}", disable=not progress, unit="traj")
     try:
-        for name, noise in bar:
+        for name, noise in todo:
             # a file moved to quarantine is made again from its recorded seed: the same demo
             again = meta["files"].get(name, {}).get("seed")
             while True:
@@ -356,14 +397,17 @@ def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: b
                     break
                 if seed_now not in meta["failed_seeds"]:
                     meta["failed_seeds"].append(seed_now)
+                atomic_write_json(meta_path, meta)  # a failed seed is not tried again after a stop
             demo.save(out / f"{name}.npz")
             meta["files"][name] = {"seed": seed_now, "length": demo.length, "success": demo.succeeded,
                                    "noise": noise}
             meta["seconds"] = meta.get("seconds", 0.0) + (time.time() - t0)
             t0 = time.time()
             atomic_write_json(meta_path, meta)
-            bar.set_postfix(tries=meta["seeds_tried"])
+            bar.update(1)
+            bar.set_postfix(tries=meta["seeds_tried"], s_per_traj=round(meta["seconds"] / len(meta["files"]), 1))
     finally:
+        bar.close()
         env.close()
     return out
 
@@ -421,6 +465,7 @@ def summarize(task: str | TaskSpec, kind: str = "expert") -> dict:
         "length_min": int(min(lengths)) if lengths else 0, "length_max": int(max(lengths)) if lengths else 0,
         "noisy_count": len(noisy), "noisy_success_rate": float(np.mean([f["success"] for f in noisy])) if noisy else None,
         "seconds": round(meta.get("seconds", 0.0), 1),
+        "seconds_per_trajectory": round(meta.get("seconds", 0.0) / len(files), 1) if files else None,
     }
 
 
