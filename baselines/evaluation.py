@@ -12,7 +12,7 @@ import numpy as np
 from baselines.common import FrameRewardModel
 
 __all__ = ["random_action_videos", "expert_vs_random", "ranking_auc", "OFFLINE_LABELLERS",
-           "offline_reward_sanity"]
+           "offline_reward_sanity", "relam_offline_labeller", "sanity_order", "sanity_table"]
 
 
 def random_action_videos(task: str, n: int, steps: int, seed: int = 0, cache: bool = True) -> list[np.ndarray]:
@@ -76,36 +76,127 @@ def ranking_auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (len(pos) * len(neg)))
 
 
-#: the offline-labelling entry point of each baseline: method name -> (module, extra arguments)
+#: the offline-labelling entry point of each method: name -> ("module[:function]", extra arguments); the
+#: function (default ``offline_labeller``) takes a RunContext and returns (labeller, make_eval_env, metrics)
 OFFLINE_LABELLERS = {"dacfo": ("baselines.dacfo", {}), "diffusion_reward": ("baselines.diffusion_reward", {}),
                      "image_subgoal": ("baselines.image_subgoal", {}),
-                     "oracle": ("baselines.image_subgoal", {"ground_truth": True})}
+                     "oracle": ("baselines.image_subgoal", {"ground_truth": True}),
+                     "relam": ("baselines.evaluation:relam_offline_labeller", {"subgoals": "generated"}),
+                     "relam_gt": ("baselines.evaluation:relam_offline_labeller", {"subgoals": "ground_truth"})}
+
+#: the labelled-return order a sound reward gives the offline set (issue 17 item 4)
+SANITY_ORDER = ("expert", "noisy_success", "noisy_failure")
+
+
+def relam_offline_labeller(ctx, subgoals: str = "generated") -> tuple:
+    """ReLAM's labeller as its offline runs build it (:meth:`relam.relam_method.ReLAM.offline`):
+    subgoals from the anticipation model trained on ``budget.n_demos`` expert videos at the
+    context's scale (``generated``, cached and shared with the runs) or from the expert's own
+    keypoints (``ground_truth``, Fig. 6c), the paper's reward settings. Metrics: the model's
+    held-out initial / final keypoint errors (px) when it has them."""
+    import json
+    from pathlib import Path
+
+    from relam.relam_method import ReLAMLabeller, make_planner, reward_settings
+
+    planner = make_planner(ctx)
+    model = getattr(planner, "model", None)
+    planner_id = getattr(model, "cache_key", None) or f"{subgoals}-{ctx.settings.n_points}"
+    labeller = ReLAMLabeller(planner, settings=reward_settings(ctx), planner_id=planner_id)
+    metrics: dict[str, float] = {}
+    if model is not None:
+        from relam.cache import cache_dir
+
+        f = Path(cache_dir()) / "anticipation" / ctx.task / str(model.cache_key) / "metrics.json"
+        if f.exists():
+            m = json.loads(f.read_text())
+            metrics = {"anticipation_initial_error_px": float(m["initial_error_px"]),
+                       "anticipation_final_error_px": float(m["final_error_px"])}
+    return labeller, None, metrics
+
+
+def _context(task: str, method: str, n_demos: int, scale: str, seed: int, progress: bool):
+    from relam.cache import cache_dir
+    from relam.methods import Budget, RunContext, settings_model
+
+    module, extra = OFFLINE_LABELLERS[method]
+    if module.endswith(":relam_offline_labeller"):
+        from relam.relam_method import ReLAMSettings
+
+        settings = ReLAMSettings(subgoals=extra["subgoals"])
+    else:
+        settings = settings_model(method)()
+    return RunContext(task=task, method=method, settings=settings, seed=seed,
+                      budget=Budget(train_steps=1, eval_every=1, eval_episodes=1, n_demos=n_demos), scale=scale,
+                      out_dir=cache_dir() / "baselines" / "offline-sanity" / f"{task}-{method}-{scale}-n{n_demos}-s{seed}",
+                      progress=progress)
 
 
 def offline_reward_sanity(task: str, method: str, n_demos: int = 10, scale: str = "smoke", seed: int = 0,
-                          progress: bool = True) -> dict[str, float]:
-    """Label ``n_demos`` expert + ``n_demos`` noisy offline trajectories of ``task`` with ``method``'s
-    labeller (its reward model trained on ``n_demos`` expert videos at ``scale``) and return
-    :func:`relam.offline.reward_sanity` (mean labelled return of expert vs noisy, Spearman with
-    ManiSkill's dense reward, ...).  No IQL, no evaluation: is the reward ordered before training?"""
+                          progress: bool = True, n_trajectories: int | None = None) -> dict[str, float]:
+    """Label ``n_trajectories`` (default ``n_demos``) expert + as many noisy offline trajectories of
+    ``task`` with ``method``'s labeller (its reward model trained on ``n_demos`` expert videos at
+    ``scale``) and return :func:`relam.offline.reward_sanity` (mean labelled return of expert, noisy
+    that succeed and noisy that fail; Spearman with ManiSkill's dense reward per step and per
+    return) plus :func:`sanity_order`'s verdict.  No IQL, no evaluation: is the reward ordered
+    before training?"""
     import importlib
 
-    from relam.cache import cache_dir
-    from relam.methods import Budget, RunContext, settings_model
     from relam.offline import label_offline_dataset, reward_sanity
 
     if method not in OFFLINE_LABELLERS:
         raise ValueError(f"method {method!r}: choose one of {sorted(OFFLINE_LABELLERS)}")
     module, extra = OFFLINE_LABELLERS[method]
-    ctx = RunContext(task=task, method=method, settings=settings_model(method)(), seed=seed,
-                     budget=Budget(train_steps=1, eval_every=1, eval_episodes=1, n_demos=n_demos), scale=scale,
-                     out_dir=cache_dir() / "baselines" / "offline-sanity" / f"{task}-{method}-{scale}-n{n_demos}-s{seed}",
-                     progress=progress)
-    labeller, _, metrics = importlib.import_module(module).offline_labeller(ctx, **extra)
+    mod, _, fn = module.partition(":")
+    ctx = _context(task, method, n_demos, scale, seed, progress)
+    labeller, _, metrics = getattr(importlib.import_module(mod), fn or "offline_labeller")(ctx, **extra)
+    n = int(n_trajectories if n_trajectories is not None else n_demos)
     try:
-        ds = label_offline_dataset(task, labeller, n=2 * n_demos, progress=progress)
+        ds = label_offline_dataset(task, labeller, n=2 * n, progress=progress)
     finally:
         close = getattr(getattr(labeller, "planner", None), "close", None)
         if callable(close):
             close()
-    return {"task": task, "method": method, "scale": scale, **metrics, **reward_sanity(ds)}
+    stats = reward_sanity(ds)
+    ok, order = sanity_order(stats)
+    return {"task": task, "method": method, "scale": scale, "n_demos": float(n_demos), **metrics, **stats,
+            "order_ok": ok, "order": order}
+
+
+def sanity_order(stats: dict) -> tuple[bool, str]:
+    """Whether the mean labelled returns go expert > noisy that succeed > noisy that fail.
+
+    Returns (ok, the observed order written out, e.g. ``"expert > noisy_success < noisy_failure"``).
+    A group with no trajectories (NaN mean; PickCube's noisy set may hold no success) drops out of
+    the chain and is named as missing; ``ok`` needs at least two groups and every remaining pair in
+    order (strictly).
+    """
+    present = [g for g in SANITY_ORDER if stats.get(f"return_{g}") == stats.get(f"return_{g}")
+               and stats.get(f"return_{g}") is not None]
+    vals = [float(stats[f"return_{g}"]) for g in present]
+    ok = len(present) >= 2 and all(a > b for a, b in zip(vals, vals[1:]))
+    text = present[0] if present else ""
+    for g, a, b in zip(present[1:], vals, vals[1:]):
+        text += (" > " if a > b else " = " if a == b else " < ") + g
+    missing = [g for g in SANITY_ORDER if g not in present]
+    if missing:
+        text += f" (no {', '.join(missing)})"
+    return ok, text
+
+
+def sanity_table(rows: list[dict]) -> str:
+    """Markdown table of :func:`offline_reward_sanity` results, one row per task and labeller."""
+    def num(r: dict, k: str, fmt: str = "{:.1f}") -> str:
+        v = r.get(k)
+        return fmt.format(v) if isinstance(v, (int, float)) and v == v else "-"
+
+    out = ["| task | labeller | n expert / noisy ok / noisy fail | return expert | noisy ok | noisy fail | "
+           "expert > noisy ok > noisy fail | Spearman per step | Spearman per return |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        counts = "/".join(num(r, f"n_{g}", "{:.0f}") for g in SANITY_ORDER)
+        out.append(f"| {r.get('task', '')} | {r.get('method', '')} | {counts} | {num(r, 'return_expert')} | "
+                   f"{num(r, 'return_noisy_success')} | {num(r, 'return_noisy_failure')} | "
+                   f"{'yes' if r.get('order_ok') else 'NO'}: {r.get('order', '')} | "
+                   f"{num(r, 'spearman_step', '{:.2f}')} | {num(r, 'spearman_return', '{:.2f}')} |")
+    return "\n".join(out)
