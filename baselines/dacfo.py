@@ -46,7 +46,8 @@ from relam.devices import moved_to
 from relam.methods import MethodSettings, RewardMethod, register_method
 from relam.scales import ScaleTable
 
-__all__ = ["DACfO", "DiscriminatorEnsemble", "logit_reward"]
+__all__ = ["DACfO", "DiscriminatorEnsemble", "logit_reward", "DISCRIMINATOR_COLUMNS", "discriminator_curve",
+           "discriminator_summary", "plot_discriminator"]
 
 REWARD_FORMS = ("logit", "gail")
 
@@ -86,6 +87,8 @@ class DACfO(FrameRewardModel):
         self.expert: np.ndarray | None = None  # (N,6,64,64) uint8 expert pairs
         self.replay = np.zeros((0, 6, POLICY_IMAGE_SIZE, POLICY_IMAGE_SIZE), np.uint8)
         self.n_updates = 0
+        #: one row of statistics per online update (:meth:`update_items`), this process only
+        self.update_log: list[dict[str, float]] = []
         self.checkpoint_dir: Path | None = None
 
     # ---------------------------------------------------------------- data
@@ -145,17 +148,46 @@ class DACfO(FrameRewardModel):
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
+        acc_e, acc_p = (le > 0).float().mean().item(), (lp < 0).float().mean().item()
         return {"d_loss": bce.item(), "d_gp": gp.item(), "d_expert": torch.sigmoid(le).mean().item(),
-                "d_policy": torch.sigmoid(lp).mean().item()}
+                "d_policy": torch.sigmoid(lp).mean().item(), "d_acc_expert": acc_e, "d_acc_policy": acc_p,
+                "d_accuracy": 0.5 * (acc_e + acc_p)}
+
+    @torch.no_grad()
+    def accuracy_items(self, expert: tuple[np.ndarray, np.ndarray],
+                       policy: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        """How well the discriminator tells ``expert`` from ``policy`` transitions (each a
+        ``(hist, next)`` pair of :meth:`items_from_video`'s form), with no training step:
+        the fraction of expert transitions it calls expert (logit > 0), of policy transitions it
+        calls policy (logit < 0), and their mean ``d_accuracy`` (0.5: a constant guess, e.g. an
+        untrained net or two sets it cannot tell apart; 1: every transition right)."""
+        le, lp = self.logits_items(*expert), self.logits_items(*policy)
+        acc_e, acc_p = float(np.mean(le > 0)), float(np.mean(lp < 0))
+        return {"d_acc_expert": acc_e, "d_acc_policy": acc_p, "d_accuracy": 0.5 * (acc_e + acc_p)}
 
     def update_items(self, hist: np.ndarray, nxt: np.ndarray) -> dict[str, float]:
-        """Add the policy's transitions to the replay and take ``updates_per_call`` discriminator steps."""
-        self._add_replay(self.pairs(hist, nxt))
+        """Add the policy's transitions to the replay and take ``updates_per_call`` discriminator steps.
+
+        Returns the update's statistics, each the mean over its steps (SB3 logs them under
+        ``reward_model/`` through :class:`baselines.common.RolloutRewardCallback`, and ``train_ppo``
+        keeps them in ``train.csv`` as ``model_<name>``): ``d_loss`` (the binary cross-entropy,
+        without the gradient penalty ``d_gp``), ``d_expert`` / ``d_policy`` (mean D on the
+        batches), ``d_acc_expert`` / ``d_acc_policy`` / ``d_accuracy`` (accuracy on the training
+        batches, threshold D = 0.5), and ``d_acc_rollout``: the fraction of *this* rollout's
+        transitions the discriminator called policy before it trained on them (held out: near 0
+        when the policy fools it, near 1 when it does not).
+        """
+        pairs = self.pairs(hist, nxt)
         stats: dict[str, float] = {}
         with moved_to(self.device, [self.disc], [self.opt]) as dev:
-            for _ in range(self.updates_per_call):
-                stats = self._train_step(dev)
+            fresh = _fraction_negative(self, pairs, dev)
+            self._add_replay(pairs)
+            steps = [self._train_step(dev) for _ in range(self.updates_per_call)]
+        if steps:
+            stats = {k: float(np.mean([st[k] for st in steps])) for k in steps[0]}
+        stats["d_acc_rollout"] = fresh
         self.n_updates += 1
+        self.update_log.append({"update": self.n_updates, **stats})
         if self.checkpoint_dir is not None:
             self.save_checkpoint()
         return stats
@@ -194,6 +226,16 @@ class DACfO(FrameRewardModel):
         self.opt.load_state_dict(state["opt"])
         self.n_updates = int(state["n_updates"])
 
+
+
+@torch.no_grad()
+def _fraction_negative(model: DACfO, pairs: np.ndarray, dev: torch.device, batch: int = 256) -> float:
+    """The fraction of ``pairs`` the discriminator (now on ``dev``) calls policy (logit < 0)."""
+    if not len(pairs):
+        return float("nan")
+    neg = sum(int((model._logits(_to_float(pairs[i:i + batch]).to(dev)) < 0).sum())
+              for i in range(0, len(pairs), batch))
+    return neg / len(pairs)
 
 
 class DiscriminatorEnsemble(FrameRewardModel):
@@ -244,6 +286,91 @@ class DiscriminatorEnsemble(FrameRewardModel):
 
     def _load_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+# ------------------------------------------------------------------------------- the discriminator's curve
+
+#: ``train.csv`` columns of the discriminator (``train_ppo`` writes every ``reward_model/`` value as
+#: ``model_<name>``, one row per PPO rollout): accuracy on its training batches, on the rollout it had
+#: not yet seen, and its cross-entropy
+DISCRIMINATOR_COLUMNS = ("model_d_accuracy", "model_d_acc_expert", "model_d_acc_policy", "model_d_acc_rollout",
+                         "model_d_loss")
+
+
+def discriminator_curve(run_dir: str | Path) -> list[dict[str, float]]:
+    """The discriminator's statistics per PPO rollout of an online run (``run_dir/train.csv``):
+    rows with ``step`` and the :data:`DISCRIMINATOR_COLUMNS` present; [] when there are none."""
+    import csv
+
+    path = Path(run_dir) / "train.csv"
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            vals = {k: float(r[k]) for k in DISCRIMINATOR_COLUMNS if r.get(k) not in (None, "")}
+            if vals:
+                rows.append({"step": float(r["step"]), **vals})
+    return rows
+
+
+def discriminator_summary(run_dir: str | Path, last: float = 0.1) -> dict[str, float]:
+    """Run metrics from :func:`discriminator_curve`: the mean over the last ``last`` fraction of the
+    rollouts (at least one) of each column, as ``disc_<name>_last`` (``disc_d_accuracy_last``, ...)."""
+    rows = discriminator_curve(run_dir)
+    if not rows:
+        return {}
+    tail = rows[-max(1, int(round(len(rows) * last))):]
+    out = {}
+    for k in DISCRIMINATOR_COLUMNS:
+        v = [r[k] for r in tail if k in r and np.isfinite(r[k])]
+        if v:
+            out[f"disc_{k[len('model_'):]}_last"] = float(np.mean(v))
+    return out
+
+
+def plot_discriminator(run_dir: str | Path, title: str = "") -> Path | None:
+    """``run_dir/discriminator.png``: the evaluation success curve (``eval.csv``) beside the
+    discriminator's accuracy and loss per rollout (:func:`discriminator_curve`). None when the
+    run logged no discriminator statistics."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relam.cache import atomic_write_bytes
+
+    run_dir = Path(run_dir)
+    rows = discriminator_curve(run_dir)
+    if not rows:
+        return None
+    evals = []
+    if (run_dir / "eval.csv").exists():
+        with open(run_dir / "eval.csv", newline="") as f:
+            evals = [(float(r["step"]), float(r["success_rate"])) for r in csv.DictReader(f)]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9.5, 3.2), dpi=100)
+    if evals:
+        a1.plot(*zip(*evals), marker="o", ms=3)
+    a1.set_ylim(-0.02, 1.02)
+    a1.set(xlabel="environment steps", ylabel="success rate (evaluation)")
+    a1.set_title(title, fontsize=9)
+    steps = [r["step"] for r in rows]
+    for k, label in (("model_d_accuracy", "accuracy (training batches)"),
+                     ("model_d_acc_rollout", "new rollout called policy"), ("model_d_loss", "BCE loss")):
+        a2.plot(steps, [r.get(k, np.nan) for r in rows], lw=1, label=label)
+    a2.axhline(0.5, color="grey", lw=0.5, ls="--")
+    a2.set(xlabel="environment steps", title="discriminator per rollout")
+    a2.legend(fontsize=7)
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return atomic_write_bytes(run_dir / "discriminator.png", buf.getvalue())
 
 
 # ------------------------------------------------------------------------------- the Table 4 column
@@ -344,7 +471,10 @@ class DACfOMethod(RewardMethod):
     def online(self, ctx):
         from baselines.runs import online_run
 
-        return online_run(ctx, resumed_model(ctx, Path(ctx.out_dir) / "discriminators"), "DACfO")
+        res = online_run(ctx, resumed_model(ctx, Path(ctx.out_dir) / "discriminators"), "DACfO")
+        res.metrics.update(discriminator_summary(ctx.out_dir))
+        plot_discriminator(ctx.out_dir, f"DACfO {ctx.task} seed {ctx.seed}")
+        return res
 
     def offline(self, ctx):
         from baselines.runs import offline_run

@@ -205,3 +205,112 @@ def test_online_phase_budget_gives_ten_checkpoints():
 
     for scale, phase in ONLINE_PHASE.items():
         assert phase.env_steps // phase.rollout >= 10, scale  # one discriminator checkpoint per PPO rollout
+
+
+# ------------------------------------------------------------------ the discriminator's accuracy (issue 18 item 4)
+
+
+def test_discriminator_accuracy_is_a_rate_and_can_fail(videos):
+    """accuracy_items: in [0, 1]; an untrained net and a net that cannot tell the two sets apart sit
+    near 0.5 (chance); a net trained on expert vs random transitions is well above it."""
+    train_e, test_e, train_r, test_r = videos
+    model = _small(seed=4)
+    held_e = model.items_from_video(test_e[0])
+    held_r = model.items_from_video(test_r[0])
+    untrained = model.accuracy_items(held_e, held_r)
+    assert all(0.0 <= v <= 1.0 for v in untrained.values()), untrained
+    assert untrained["d_accuracy"] == pytest.approx(0.5 * (untrained["d_acc_expert"] + untrained["d_acc_policy"]))
+    assert abs(untrained["d_accuracy"] - 0.5) < 0.2, untrained
+    model.fit(train_e, policy_videos=train_r, steps=40)
+    trained = model.accuracy_items(held_e, held_r)
+    assert trained["d_accuracy"] > 0.8, trained
+    # the same expert videos on both sides: nothing to tell apart, the accuracy stays at chance
+    same = _small(seed=4)
+    same.fit(train_e, policy_videos=train_e, steps=40)
+    fooled = same.accuracy_items(held_e, model.items_from_video(test_e[1]))
+    assert abs(fooled["d_accuracy"] - 0.5) < 0.2, fooled
+
+
+def test_update_reports_accuracy_loss_and_keeps_a_log(videos):
+    train_e, _, train_r, _ = videos
+    model = _small(seed=6, updates_per_call=3)
+    model.fit(train_e[:2])
+    hist, nxt = model.items_from_video(train_r[0])
+    first = model.update_items(hist[:32], nxt[:32])
+    for key in ("d_accuracy", "d_acc_expert", "d_acc_policy", "d_acc_rollout"):
+        assert 0.0 <= first[key] <= 1.0, (key, first)
+    assert first["d_loss"] > 0 and np.isfinite(first["d_gp"])
+    for _ in range(5):
+        last = model.update_items(hist[:32], nxt[:32])
+    assert [row["update"] for row in model.update_log] == list(range(1, 7))
+    assert model.update_log[-1]["d_accuracy"] == last["d_accuracy"]
+    # the rollout it has trained on six times over is now called policy more often than at first
+    assert last["d_acc_rollout"] >= first["d_acc_rollout"]
+
+
+def test_train_csv_carries_the_discriminator_curve_beside_the_success_curve(videos, tmp_path):
+    """Through train_ppo (the online path): one train.csv row per rollout with the discriminator's
+    accuracy and loss (model_* columns), read back by discriminator_curve/summary and drawn next to
+    the success curve in discriminator.png."""
+    from baselines.dacfo import DISCRIMINATOR_COLUMNS, discriminator_curve, discriminator_summary, plot_discriminator
+    from relam.rl.ppo import PPOSettings, train_ppo
+
+    train_e = videos[0]
+    model = _small(seed=7, updates_per_call=2)
+    model.fit(train_e[:1])
+    settings = PPOSettings(n_steps=16, batch_size=16, n_epochs=1, n_envs=1, device="cpu")
+
+    def env_fn(seed):
+        return model.wrap(gym.wrappers.TimeLimit(_NoiseImageEnv(), max_episode_steps=8))
+
+    res = train_ppo(env_fn, settings, tmp_path, 48, 48, 1, 0, progress=False, callbacks=[model.callback()])
+    header = (tmp_path / "train.csv").read_text().splitlines()[0].split(",")
+    assert set(DISCRIMINATOR_COLUMNS) <= set(header)
+    rows = discriminator_curve(tmp_path)
+    assert len(rows) == 3 == model.n_updates
+    assert [r["step"] for r in rows] == [16, 32, 48]
+    for r in rows:
+        for k in DISCRIMINATOR_COLUMNS:
+            assert np.isfinite(r[k]) and (k == "model_d_loss" or 0.0 <= r[k] <= 1.0), (k, r)
+    summary = discriminator_summary(tmp_path)
+    assert summary["disc_d_accuracy_last"] == pytest.approx(rows[-1]["model_d_accuracy"])
+    assert plot_discriminator(tmp_path, "test").exists()
+    assert 0.0 <= res.success <= 1.0
+
+
+def test_train_csv_header_is_unchanged_without_a_reward_model():
+    from relam.rl.ppo import _TRAIN_FIELDS, _train_fields
+
+    rows = [{k: 0.0 for k in _TRAIN_FIELDS}]
+    assert _train_fields(rows) == _TRAIN_FIELDS
+    assert _train_fields(rows + [{**rows[0], "model_d_accuracy": 0.5}]) == _TRAIN_FIELDS + ("model_d_accuracy",)
+
+
+def test_dacfo_and_relam_share_budget_and_parallel_envs_in_every_spec():
+    """Equal terms (issue 18 item 4): wherever a spec has both DACfO and ReLAM on an online task,
+    the two cells get the same budget and therefore the same PPO settings (n_envs, rollout, steps)."""
+    from pathlib import Path
+
+    from relam.experiments.spec import load_spec
+    from relam.methods import RunContext, settings_model
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    checked = 0
+    for path in sorted(root.glob("*.yaml")):
+        spec = load_spec(path)
+        methods = {m.method for m in spec.methods}
+        if not {"dacfo", "relam"} <= methods:
+            continue
+        for task in spec.tasks:
+            if spec.suite_of(task) != "metaworld":
+                continue
+            for scale in ("smoke", "quick", "paper"):
+                budget = spec.budget(task, scale)
+                ppo = {name: RunContext(task=task, method=name, settings=settings_model(name)(), seed=0, budget=budget,
+                                        scale=scale, out_dir=Path("."), progress=False).ppo_settings()
+                       for name in ("dacfo", "relam")}
+                assert ppo["dacfo"] == ppo["relam"], (path.name, task, scale)
+                if scale != "smoke":
+                    assert ppo["dacfo"].n_envs >= 8, (path.name, task, scale)
+                checked += 1
+    assert checked > 0

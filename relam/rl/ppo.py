@@ -355,6 +355,16 @@ MODEL_REWARD_KEY = MODEL_REWARD_PREFIX + "reward_mean"
 _EVAL_FIELDS = ("step", "success_rate", "mean_stage", "mean_return", "wall_s")
 
 
+def _train_fields(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """``train.csv``'s columns: :data:`_TRAIN_FIELDS`, then any ``model_*`` statistics a reward
+    model logged under :data:`MODEL_REWARD_PREFIX` (in order of first appearance; none for methods
+    without a batched reward model, whose file is unchanged)."""
+    extra: dict[str, None] = {}
+    for row in rows:
+        extra.update((k, None) for k in row if k not in _TRAIN_FIELDS)
+    return _TRAIN_FIELDS + tuple(extra)
+
+
 class _TrainLog(BaseCallback):
     """Per-rollout training statistics (CSV rows) and a tqdm bar.
 
@@ -399,6 +409,10 @@ class _TrainLog(BaseCallback):
             "train_success": float(np.mean(self._ep_success)) if self._ep_success else float("nan"),
             "model_reward_mean": float(self.model.logger.name_to_value.get(MODEL_REWARD_KEY, float("nan"))),
         }
+        # the reward model's other statistics of this rollout (e.g. DACfO's discriminator accuracy)
+        for key, value in self.model.logger.name_to_value.items():
+            if key.startswith(MODEL_REWARD_PREFIX) and key != MODEL_REWARD_KEY:
+                row["model_" + key[len(MODEL_REWARD_PREFIX):]] = float(value)
         self.rows.append(row)
         self._ep_stage.clear()
         self._ep_success.clear()
@@ -525,7 +539,7 @@ def train_ppo(
 
     def write_outputs() -> None:
         atomic_write_bytes(out / "eval.csv", curve_to_csv(eval_rows, _EVAL_FIELDS))
-        atomic_write_bytes(out / "train.csv", curve_to_csv(log.rows, _TRAIN_FIELDS))
+        atomic_write_bytes(out / "train.csv", curve_to_csv(log.rows, _train_fields(log.rows)))
         plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
         _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
 
