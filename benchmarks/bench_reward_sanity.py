@@ -30,6 +30,32 @@ horizon (200), so the table also gives the mean reward per step.
 Example (about 2 minutes for the three tasks on one core)::
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reward_sanity.py
+
+**Ranking AUC of every method** (``--auc``, issue 18's must-show): per task and method, the
+probability that an expert step out-scores a random-action step (ties count half; 0.5 = no order,
+1 = every expert step above every random one; :func:`baselines.evaluation.ranking_auc`). Expert
+steps: the ``--n`` held-out demos (the last of the 100). Random steps: ``--n`` uniform-random-action
+videos as long as the mean held-out demo (:func:`baselines.evaluation.random_action_videos`, seed 17;
+ReLAM labels its own points-only random episodes of that length, :func:`random_side`). The success
+reward is never paid (pixels / keypoints only). The methods and what they are fitted on:
+
+* ``relam``: Eqs. (3)-(5) with ground-truth subgoals (each demo's own keyframes; an expert replay
+  from the random episode's start), and with a cached anticipation model's subgoals when
+  ``--subgoals auto/model`` finds one (as in the sanity table above);
+* ``dacfo``: a 64 px discriminator fitted ``--dacfo-steps`` steps on the first ``--n-train`` demos
+  against ``--n-train`` random videos (the online phase's first rollouts, in effect), with its
+  held-out accuracy;
+* ``diffusion_reward``: a small CPU video model (``--diffusion-size`` px, ``--diffusion-channels``,
+  ``--diffusion-steps`` steps) on the first ``--n-train`` demos: its entropy term alone
+  (``entropy``) and with RND after three passes over the random training videos (``ce+rnd``);
+* ``image_subgoal`` / ``oracle``: the IS generator (``--is-flow-steps``) and temporal embedding
+  (``--is-embedding-steps``) fitted on the first ``--n-train`` demos, threshold calibrated on them;
+  Oracle takes each demo's own keyframes and replays the expert from each random video's start.
+
+These are the smallest models that train on a 2-core CPU in minutes, not the runs' quick-scale
+models (the README gives the quick Diffusion Reward model's AUC, trained on a GPU)::
+
+    nice -n 10 .venv/bin/python benchmarks/bench_reward_sanity.py --auc --tasks drawer-open-v3 --n 4
 """
 from __future__ import annotations
 
@@ -187,6 +213,160 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "Spearman: ReLAM vs Meta-World dense reward per step, expert and random steps pooled.")
 
 
+AUC_METHODS = ("relam", "diffusion_reward", "dacfo", "image_subgoal", "oracle")
+RANDOM_VIDEO_SEED = 17  # random_action_videos(seed=...): env seeds 17000 + i
+
+
+def _auc_row(task: str, method: str, variant: str, expert: list[np.ndarray], random: list[np.ndarray],
+             **extra: Any) -> dict[str, Any]:
+    from baselines.evaluation import ranking_auc
+
+    e, r = np.concatenate(expert).astype(np.float64), np.concatenate(random).astype(np.float64)
+    return {"task": task, "method": method, "variant": variant, "auc": ranking_auc(e, r),
+            "expert_mean": float(e.mean()), "random_mean": float(r.mean()), "n_expert_steps": int(e.size),
+            "n_random_steps": int(r.size), **extra}
+
+
+def ranking_aucs(task: str, methods: list[str], n: int, n_train: int, a: argparse.Namespace,
+                 anticipation: Any = None) -> list[dict[str, Any]]:
+    """The ``--auc`` rows of one task (see the module docstring)."""
+    from types import SimpleNamespace
+
+    from baselines.evaluation import random_action_videos
+    from relam.demos import load_demos
+    from relam.reward import RewardSettings
+
+    demos = heldout_demos(task, n)
+    test_e = [d.frames for d in demos]
+    steps = int(round(np.mean([len(v) - 1 for v in test_e])))
+    rand = random_action_videos(task, n=n_train + n, steps=steps, seed=RANDOM_VIDEO_SEED)
+    train_r, test_r = rand[:n_train], rand[n_train:]
+    rand_demos = [SimpleNamespace(frames=v, task=task, seed=RANDOM_VIDEO_SEED * 1000 + n_train + i, noisy=True)
+                  for i, v in enumerate(test_r)]
+    train = load_demos(task, n=n_train) if set(methods) - {"relam"} else []
+    if {d.seed for d in train} & {d.seed for d in demos}:
+        raise SystemExit(f"{task}: --n-train {n_train} overlaps the {n} held-out demos; lower it")
+    rows: list[dict[str, Any]] = []
+
+    def say(row: dict[str, Any]) -> None:
+        rows.append(row)
+        print(f"  {row['method']:17s} {row['variant']:12s} AUC {row['auc']:.3f}  "
+              f"(expert {row['expert_mean']:+.3f}, random {row['random_mean']:+.3f})", flush=True)
+
+    if "relam" in methods:
+        settings = RewardSettings()
+        for variant, model in (("ground truth", None), ("anticipated", anticipation)):
+            if variant == "anticipated" and model is None:
+                continue
+            t0 = time.time()
+            exp = expert_side(demos, model, settings)
+            rnd = random_side(task, n, model, settings, steps)
+            say(_auc_row(task, "relam", variant, exp["rewards"], rnd["rewards"], seconds=time.time() - t0))
+    if "dacfo" in methods:
+        from baselines.dacfo import DACfO
+
+        t0 = time.time()
+        d = DACfO(size=64, seed=0, device="cpu")
+        d.fit([x.frames for x in train], policy_videos=train_r, steps=a.dacfo_steps)
+        acc = d.accuracy_items(*[tuple(np.concatenate(p) for p in zip(*[d.items_from_video(v) for v in vids]))
+                                 for vids in (test_e, test_r)])
+        say(_auc_row(task, "dacfo", f"{a.dacfo_steps} steps", [d.reward(v) for v in test_e],
+                     [d.reward(v) for v in test_r], seconds=time.time() - t0, **acc))
+    if "diffusion_reward" in methods:
+        from baselines.diffusion_reward import DiffusionReward
+
+        t0 = time.time()
+        ch = tuple(int(c) for c in a.diffusion_channels.split(","))
+        m = DiffusionReward(size=a.diffusion_size, channels=ch, batch=16, lr=1e-3, seed=0)
+        m.fit(train, steps=a.diffusion_steps, device="cpu")
+        m.use_rnd = False
+        say(_auc_row(task, "diffusion_reward", "entropy", [m.reward(v) for v in test_e], [m.reward(v) for v in test_r],
+                     seconds=time.time() - t0))
+        m.use_rnd = True
+        for _ in range(3):
+            m.update(train_r)
+        say(_auc_row(task, "diffusion_reward", "ce+rnd", [m.reward(v) for v in test_e], [m.reward(v) for v in test_r],
+                     seconds=time.time() - t0))
+    if {"image_subgoal", "oracle"} & set(methods):
+        from baselines.embedding import TemporalEmbedding
+        from baselines.is_generator import FlowSettings, SubgoalImageModel
+        from baselines.is_reward import (ImageRewardSettings, ImageSubgoalLabeller, ImageSubgoalPlanner,
+                                         OracleSubgoalPlanner, calibrate_threshold)
+        from relam.keypoints import KeypointSettings
+        from relam.subgoals import build_subgoal_dataset
+        from relam.wrappers import close_planner
+
+        t0 = time.time()
+        emb = TemporalEmbedding()
+        emb.fit([x.frames for x in train], steps=a.is_embedding_steps, progress=False)
+        gen = SubgoalImageModel(FlowSettings(train_steps=a.is_flow_steps))
+        gen.fit(build_subgoal_dataset(task, KeypointSettings(), n_demos=n_train, progress=False).items,
+                progress=False, device="cpu")
+        thr = calibrate_threshold(ImageSubgoalPlanner(gen), emb, train[:10])
+        reward = ImageRewardSettings(similarity_threshold=thr)
+        fit_s = time.time() - t0
+        for method in ("image_subgoal", "oracle"):
+            if method not in methods:
+                continue
+            oracle = method == "oracle"
+            planner = OracleSubgoalPlanner() if oracle else ImageSubgoalPlanner(gen)
+            lab = ImageSubgoalLabeller(planner, emb, reward, own_keyframes=oracle, name=method)
+            try:
+                e_lab = [lab.label(x) for x in demos]
+                r_lab = [lab.label(x) for x in rand_demos]
+            finally:
+                close_planner(planner)
+            say(_auc_row(task, method, f"thr {thr:.4f}", [x.rewards for x in e_lab], [x.rewards for x in r_lab],
+                         seconds=fit_s + time.time() - t0,
+                         expert_stages=float(np.mean([x.info["stages"][-1] for x in e_lab])),
+                         random_stages=float(np.mean([x.info["stages"][-1] for x in r_lab]))))
+    return rows
+
+
+def print_auc_table(rows: list[dict[str, Any]]) -> None:
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cols = list(dict.fromkeys((r["method"], r["variant"]) for r in rows))
+    head = f"{'method':18s} {'variant':14s} " + " ".join(f"{t:>22s}" for t in tasks)
+    print(head)
+    print("-" * len(head))
+    for method, variant in cols:
+        cells = []
+        for t in tasks:
+            r = next((r for r in rows if r["task"] == t and r["method"] == method and r["variant"] == variant), None)
+            cells.append(f"{r['auc']:22.3f}" if r else f"{'-':>22s}")
+        print(f"{method:18s} {variant:14s} " + " ".join(cells))
+    print("AUC: probability that an expert step out-scores a random-action step (ties half; 0.5 = no order).")
+
+
+def main_auc(a: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    import torch
+
+    from relam.anticipation import load_anticipation
+
+    torch.set_num_threads(1)
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(AUC_METHODS))
+    if unknown:
+        p.error(f"--methods: unknown {unknown}; choose from {list(AUC_METHODS)}")
+    rows: list[dict[str, Any]] = []
+    t_all = time.time()
+    for task in a.tasks:
+        model = None
+        if "relam" in methods and a.subgoals != "ground_truth":
+            demos = heldout_demos(task, a.n)
+            path = a.model or cached_model(task, {int(d.seed) for d in demos})
+            model = load_anticipation(path) if path is not None else None
+        print(f"{task}:", flush=True)
+        rows += ranking_aucs(task, methods, a.n, a.n_train, a, anticipation=model)
+    print()
+    print_auc_table(rows)
+    out = a.out or cache_dir() / "benchmarks" / "ranking_auc.json"
+    atomic_write_json(out, {"rows": rows, "n": a.n, "n_train": a.n_train, "seconds": round(time.time() - t_all, 1),
+                            "settings": {k: v for k, v in vars(a).items() if isinstance(v, (int, float, str))}})
+    print(f"wrote {out} ({time.time() - t_all:.0f} s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Writes <cache>/benchmarks/reward_sanity.json too.")
@@ -198,9 +378,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="an anticipation checkpoint to use (one task's runs only; implies --subgoals model)")
     p.add_argument("--random-steps", type=int, default=None, help="steps per random episode (default: horizon)")
     p.add_argument("--out", type=Path, default=None, help="JSON output (default <cache>/benchmarks/reward_sanity.json)")
+    g = p.add_argument_group("ranking AUC of every method (--auc; see the module docstring)")
+    g.add_argument("--auc", action="store_true", help="print the expert-vs-random ranking AUC per method and task")
+    g.add_argument("--methods", default=",".join(AUC_METHODS), help="comma-separated, of " + ", ".join(AUC_METHODS))
+    g.add_argument("--n-train", type=int, default=8, help="demos (and random videos) the learned rewards fit on")
+    g.add_argument("--dacfo-steps", type=int, default=200)
+    g.add_argument("--diffusion-size", type=int, default=16)
+    g.add_argument("--diffusion-channels", default="16,32")
+    g.add_argument("--diffusion-steps", type=int, default=600)
+    g.add_argument("--is-flow-steps", type=int, default=600)
+    g.add_argument("--is-embedding-steps", type=int, default=300)
     a = p.parse_args(argv)
     if not 1 <= a.n <= N_DEMOS:
         p.error(f"--n must be in 1..{N_DEMOS}")
+    if a.auc:
+        if a.out is None:
+            a.out = cache_dir() / "benchmarks" / "ranking_auc.json"
+        return main_auc(a, p)
     import torch
 
     from relam.anticipation import load_anticipation
