@@ -43,6 +43,7 @@ works at 32x32 too, so the reward compares like with like.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,9 @@ CALIBRATION_QUANTILE = 0.25
 class ImageSubgoalSettings(MethodSettings):
     """Image Subgoal (IS) / Oracle: generated or ground-truth image subgoals.
 
-    ``calibration_quantile`` is left out of the dumped settings (hence of run keys) at its default,
-    so runs recorded before the field existed keep their keys; any other value enters them.
+    ``calibration_quantile`` and ``generator_compose`` are left out of the dumped settings (hence of
+    run keys) at their defaults, so runs recorded before the fields existed keep their keys; any
+    other value enters them.
     """
 
     subgoals: Literal["generated", "ground_truth"] = Field(
@@ -93,11 +95,18 @@ class ImageSubgoalSettings(MethodSettings):
         description="quantile of the best expert-to-subgoal similarities that becomes the stage threshold "
                     "(lower: stages end more easily; 0.25: the expert reaches about 75 % of the subgoals)")
 
+    generator_compose: Literal["upsample", "residual"] = Field(
+        default="upsample",
+        description="how the 32 px generated subgoals reach the 64 px policy image: enlarged as they are, or "
+                    "as the generator's change to the sharp initial frame (residual; see baselines.is_generator)")
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         d = handler(self)
         if d.get("calibration_quantile") == CALIBRATION_QUANTILE:
             del d["calibration_quantile"]
+        if d.get("generator_compose") == "upsample":
+            del d["generator_compose"]
         return d
 
 
@@ -122,18 +131,19 @@ class ISComponents:
 
 
 def components_key(task: str, n_demos: int, scale: str = "quick", calibrate_demos: int = 10,
-                   calibration_quantile: float = CALIBRATION_QUANTILE) -> str:
+                   calibration_quantile: float = CALIBRATION_QUANTILE, compose: str = "upsample") -> str:
     """The cache key of a task's IS components (see :func:`fit_components`).
 
-    The quantile enters only when it is not the default, so components cached before it was a
-    setting keep their key (they were all calibrated at the default).
+    The quantile and the generator's ``compose`` enter only when they are not the defaults, so
+    components cached before they were settings keep their key (all were made at the defaults).
     """
     from baselines.embedding import TemporalEmbedding
     from relam.cache import settings_hash
     from relam.keypoints import KeypointSettings
 
     steps = SCALE_STEPS[scale]
-    parts = {"task": task, "n_demos": n_demos, "flow": FlowSettings(train_steps=steps.flow_steps).to_dict(),
+    flow = FlowSettings(train_steps=steps.flow_steps, compose=compose).to_dict()  # compose only when not default
+    parts = {"task": task, "n_demos": n_demos, "flow": flow,
              "embedding": TemporalEmbedding().state()["kwargs"], "embedding_steps": steps.embedding_steps,
              "calibrate_demos": calibrate_demos, "keypoints": KeypointSettings().to_dict()}
     if calibration_quantile != CALIBRATION_QUANTILE:
@@ -147,15 +157,18 @@ def components_key(task: str, n_demos: int, scale: str = "quick", calibrate_demo
 
 
 def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool = False,
-                   calibrate_demos: int = 10, calibration_quantile: float = CALIBRATION_QUANTILE) -> ISComponents:
+                   calibrate_demos: int = 10, calibration_quantile: float = CALIBRATION_QUANTILE,
+                   compose: str = "upsample") -> ISComponents:
     """Train (or load from the cache) the IS generator and the temporal embedding of a task.
 
     Both learn from the first ``n_demos`` expert videos (the embedding from all their frames, the
     generator from their keyframe images). The similarity threshold is calibrated with
     :func:`calibrate_threshold` (quantile ``calibration_quantile``) on up to ``calibrate_demos`` of
     those demos. Cached under ``cache_dir()/image_subgoal/<task>/<components_key>/`` (file-locked:
-    parallel runs train once).  Another quantile does not retrain: it reuses the default entry's
-    generator and embedding and caches only its own threshold (``threshold.json`` under its key).
+    parallel runs train once).  Another quantile or ``compose`` (how generated images reach 64 px,
+    :attr:`baselines.is_generator.FlowSettings.compose`) does not retrain: it reuses the default
+    entry's generator weights and embedding and caches only its own threshold (``threshold.json``
+    under its key), calibrated on the subgoals it generates.
     """
     from filelock import FileLock
 
@@ -168,18 +181,22 @@ def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool
     if not 0.0 < calibration_quantile < 1.0:
         raise ValueError(f"fit_components(calibration_quantile={calibration_quantile}): must lie in (0, 1)")
     out = cache_dir() / "image_subgoal" / task / components_key(task, n_demos, scale, calibrate_demos,
-                                                                 calibration_quantile)
-    if calibration_quantile != CALIBRATION_QUANTILE:
+                                                                 calibration_quantile, compose)
+    if calibration_quantile != CALIBRATION_QUANTILE or compose != "upsample":
         base = fit_components(task, n_demos, scale, progress, calibrate_demos)
+        model = base.model
+        if compose != model.settings.compose:
+            model = SubgoalImageModel.from_state({**model.state(), "settings": {
+                **dataclasses.asdict(model.settings), "compose": compose}})
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
             if not (out / "threshold.json").exists():
                 demos = load_demos(task, n=n_demos)[:calibrate_demos]
-                thr = calibrate_threshold(ImageSubgoalPlanner(base.model), base.embedding, demos,
+                thr = calibrate_threshold(ImageSubgoalPlanner(model), base.embedding, demos,
                                           quantile=calibration_quantile)
                 atomic_write_json(out / "threshold.json", {"threshold": thr})
             thr = float(json.loads((out / "threshold.json").read_text())["threshold"])
-        return ISComponents(base.model, base.embedding, thr)
+        return ISComponents(model, base.embedding, thr)
 
     steps = SCALE_STEPS[scale]
     flow = FlowSettings(train_steps=steps.flow_steps)
@@ -228,7 +245,9 @@ class PolicyAdapter(gym.ObservationWrapper):
 def _components(ctx: Any) -> ISComponents:
     """The run's components, calibrated at its settings' quantile."""
     q = getattr(ctx.settings, "calibration_quantile", CALIBRATION_QUANTILE)
-    return fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress, calibration_quantile=q)
+    compose = getattr(ctx.settings, "generator_compose", "upsample")
+    return fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress, calibration_quantile=q,
+                          compose=compose)
 
 
 def offline_labeller(ctx: Any, ground_truth: bool = False) -> tuple["ImageSubgoalLabeller", Any, dict[str, float]]:

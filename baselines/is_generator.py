@@ -24,7 +24,9 @@ from relam.devices import moved_to
 from relam.perception.images import resize_images
 
 __all__ = [
+    "COMPOSE_MODES",
     "FlowSettings",
+    "compose_residual",
     "SubgoalImageModel",
     "flow_matching_loss",
     "euler_sample",
@@ -35,6 +37,9 @@ __all__ = [
 
 
 # =============================================================================== the generator
+
+#: values of :attr:`FlowSettings.compose`
+COMPOSE_MODES = ("upsample", "residual")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,12 @@ class FlowSettings:
     euler_steps: int = 8  #: Euler steps when sampling
     output_size: int = 64  #: size of the images handed to the policy / reward
     seed: int = 0
+    #: how a generated image reaches ``output_size``: ``"upsample"`` (the image itself, enlarged) or
+    #: ``"residual"`` (the initial frame at ``output_size`` plus the enlarged *change* the generator
+    #: made to the initial frame at ``image_size``: where it changed nothing the subgoal is the sharp
+    #: initial frame, see the module docstring). Left out of :meth:`to_dict` (hence of cache keys) at
+    #: its default, so components cached before it existed keep their keys.
+    compose: str = "upsample"
 
     def __post_init__(self) -> None:
         if self.image_size % 4 or self.image_size < 8:
@@ -58,9 +69,14 @@ class FlowSettings:
             raise ValueError(f"FlowSettings.width={self.width}: must be a multiple of 8 (GroupNorm)")
         if self.euler_steps < 1 or self.max_subgoals < 1:
             raise ValueError("FlowSettings.euler_steps and max_subgoals must be >= 1")
+        if self.compose not in COMPOSE_MODES:
+            raise ValueError(f"FlowSettings.compose={self.compose!r}: choose one of {COMPOSE_MODES}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["compose"] == "upsample":
+            del d["compose"]  # the default before the field existed: keys unchanged
+        return d
 
 
 def _time_features(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -268,7 +284,10 @@ class SubgoalImageModel:
             img = _to_uint8(x)
             out.append(img[0])
             prev = _to_unit(img, s.image_size)  # what the next step sees is a real (quantised) image
-        return resize_images(np.stack(out), size)
+        small = np.stack(out)
+        if s.compose == "residual":
+            return compose_residual(small, frame, size)
+        return resize_images(small, size)
 
     # -- storage
     def state(self) -> dict[str, Any]:
@@ -287,6 +306,25 @@ class SubgoalImageModel:
     @classmethod
     def load(cls, path: str | Path) -> "SubgoalImageModel":
         return cls.from_state(torch.load(path, weights_only=False))
+
+
+def compose_residual(generated: np.ndarray, initial_frame: np.ndarray, size: int) -> np.ndarray:
+    """Subgoal images at ``size`` from images generated at a lower resolution: the initial frame at
+    ``size`` plus the enlarged difference between each generated image and the initial frame at the
+    generator's resolution (``FlowSettings(compose="residual")``).
+
+    Where the generator reproduced the initial frame exactly the result *is* the sharp initial frame,
+    so the static background keeps its full-resolution detail; only what the generator changed (the
+    arm, the object) comes out at the generator's resolution.
+    """
+    g = np.asarray(generated)
+    small = g.shape[1]
+    init_small = resize_images(np.asarray(initial_frame)[None], small).astype(np.float32)
+    delta = torch.from_numpy(g.astype(np.float32) - init_small).permute(0, 3, 1, 2)
+    if small != size:  # the signed difference, enlarged as resize_images enlarges (bilinear, half-pixel)
+        delta = F.interpolate(delta, size=(size, size), mode="bilinear", align_corners=False)
+    base = resize_images(np.asarray(initial_frame)[None], size).astype(np.float32)
+    return np.clip(np.round(base + delta.permute(0, 2, 3, 1).numpy()), 0, 255).astype(np.uint8)
 
 
 def pixel_error(generated: np.ndarray, true: np.ndarray) -> float:

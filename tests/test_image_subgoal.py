@@ -73,6 +73,48 @@ def test_training_pairs_condition_on_initial_and_previous_keyframe():
     torch.testing.assert_close(d["cond"][0, 3:], d["cond"][0, :3])  # first: the initial image
 
 
+def test_compose_setting_keeps_default_keys_and_is_validated():
+    """FlowSettings.compose (issue 18 item 3): absent from to_dict (hence cache keys) at its default,
+    present otherwise; unknown modes fail."""
+    assert "compose" not in FlowSettings().to_dict()
+    assert FlowSettings(compose="residual").to_dict()["compose"] == "residual"
+    assert FlowSettings(**FlowSettings(compose="residual").to_dict()).compose == "residual"  # round trip
+    with pytest.raises(ValueError, match="compose"):
+        FlowSettings(compose="sharpen")
+
+
+def test_residual_compose_keeps_the_sharp_initial_frame_where_nothing_changed():
+    from baselines.is_generator import compose_residual
+
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # fine texture a 16 px image loses
+    small = np.repeat(resize_images(frame, 16), 2, 0)
+    small[1, 4, 5] = np.clip(small[1, 4, 5].astype(int) + 60, 0, 255)  # one changed pixel in image 1
+    out = compose_residual(small, frame, 64)
+    assert out.shape == (2, 64, 64, 3) and out.dtype == np.uint8
+    sharp = resize_images(frame, 64)[0]
+    np.testing.assert_array_equal(out[0], sharp)  # no change: exactly the 64 px initial frame
+    diff = np.abs(out[1].astype(int) - sharp.astype(int)).sum(-1)
+    rows, cols = np.nonzero(diff)
+    assert diff.max() > 0 and rows.min() >= 4 * 4 - 4 and rows.max() < 4 * 5 + 4 and cols.min() >= 4 * 5 - 4
+    # plain upsampling loses the texture everywhere: far from the 64 px frame
+    assert pixel_error(resize_images(small[:1], 64), sharp[None]) > 20 * max(pixel_error(out[:1], sharp[None]), 0.05)
+
+
+def test_generate_with_residual_compose_is_the_composed_raw_output():
+    from baselines.is_generator import compose_residual
+
+    plain = SubgoalImageModel(FlowSettings(image_size=16, width=8, euler_steps=2), n_subgoals=2)
+    res = SubgoalImageModel(FlowSettings(image_size=16, width=8, euler_steps=2, compose="residual"), n_subgoals=2)
+    res.net.load_state_dict(plain.net.state_dict())
+    frame = np.random.default_rng(2).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    raw = plain.generate(frame, seed=4, size=16)
+    np.testing.assert_array_equal(res.generate(frame, seed=4), compose_residual(raw, frame, 64))
+    np.testing.assert_array_equal(res.generate(frame, seed=4, size=16), raw)  # at its own size: the raw images
+    again = SubgoalImageModel.from_state(res.state())
+    assert again.settings.compose == "residual"
+
+
 @pytest.mark.slow
 def test_flow_model_overfits_a_few_keyframe_images(drawer_demos, tmp_path):
     # one demo's 4 keyframes: two demos' initial frames are nearly identical at 16 px, so a plan
@@ -429,3 +471,44 @@ def test_fit_components_recalibrates_at_another_quantile_without_retraining(tmp_
     assert (other / "threshold.json").exists() and not (other / "components.pt").exists()
     assert fit_components("drawer-open-v3", 2, "smoke", calibration_quantile=0.9).similarity_threshold == \
         comp.similarity_threshold
+
+
+def test_generator_compose_is_a_setting_in_the_keys_and_reuses_the_trained_generator(tmp_path, monkeypatch,
+                                                                                      drawer_demos):
+    """generator_compose (issue 18 item 3): left out of run and components keys at its default (the
+    default key is the one made before the setting existed); "residual" gets its own key, the default
+    entry's weights (no retraining) with compose="residual", and a threshold calibrated on its images."""
+    from baselines.embedding import TemporalEmbedding
+    from baselines.image_subgoal import SCALE_STEPS, ImageSubgoalSettings, components_key, fit_components
+    from relam.cache import atomic_torch_save, settings_hash
+    from relam.keypoints import KeypointSettings
+
+    assert "generator_compose" not in ImageSubgoalSettings().model_dump()
+    assert ImageSubgoalSettings(generator_compose="residual").model_dump()["generator_compose"] == "residual"
+    old_parts = {"task": "drawer-open-v3", "n_demos": 2, "flow": dataclasses_asdict_without_compose(
+        FlowSettings(train_steps=SCALE_STEPS["smoke"].flow_steps)),
+        "embedding": TemporalEmbedding().state()["kwargs"], "embedding_steps": SCALE_STEPS["smoke"].embedding_steps,
+        "calibrate_demos": 10, "keypoints": KeypointSettings().to_dict()}
+    key = components_key("drawer-open-v3", 2, "smoke")
+    assert key == settings_hash(old_parts) == components_key("drawer-open-v3", 2, "smoke", compose="upsample")
+    assert components_key("drawer-open-v3", 2, "smoke", compose="residual") != key
+
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path))
+    model = SubgoalImageModel(FlowSettings(train_steps=SCALE_STEPS["smoke"].flow_steps))
+    atomic_torch_save(tmp_path / "image_subgoal" / "drawer-open-v3" / key / "components.pt",
+                      {"model": model.state(), "embedding": TemporalEmbedding().state(), "threshold": 0.5})
+    comp = fit_components("drawer-open-v3", 2, "smoke", compose="residual")
+    assert comp.model.settings.compose == "residual"
+    for name, w in model.net.state_dict().items():
+        torch.testing.assert_close(comp.model.net.state_dict()[name], w)
+    expected = calibrate_threshold(ImageSubgoalPlanner(comp.model), comp.embedding, drawer_demos)
+    assert comp.similarity_threshold == pytest.approx(expected)
+    assert fit_components("drawer-open-v3", 2, "smoke").model.settings.compose == "upsample"  # default untouched
+
+
+def dataclasses_asdict_without_compose(settings):
+    import dataclasses
+
+    d = dataclasses.asdict(settings)
+    d.pop("compose")
+    return d
