@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image", action="store_true", help="also give the policy the 64 px image")
     ap.add_argument("--shape", default="piecewise_linear", help="reward shape (relam.reward.SHAPES)")
     ap.add_argument("--theta", type=float, default=None, help="subgoal threshold theta_s in px (default: RewardSettings)")
+    ap.add_argument("--final-theta", type=float, default=None,
+                    help="the last subgoal's threshold in px (RewardSettings.final_theta_s; default: theta_s)")
     ap.add_argument("--subgoals", choices=("ground_truth", "generated"), default="ground_truth",
                     help="ground truth (expert rollout from the same start) or the anticipation model's "
                          "(trained once at the quick scale on --n-demos demos and cached)")
@@ -101,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
     # the step budget is part of the name: a longer run must not resume a shorter one's checkpoint,
     # whose learning-rate schedule annealed to 0 at the shorter budget
-    variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-{args.reach or 'every'}-ps{task.post_success_steps}"
+    variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-"
+               + (f"fth{args.final_theta:g}-" if args.final_theta is not None else "")
+               + f"{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
@@ -114,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:
         reward = dataclasses.replace(reward, reach=args.reach)
+    if args.final_theta is not None:
+        reward = dataclasses.replace(reward, final_theta_s=args.final_theta)
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 

@@ -201,6 +201,28 @@ def test_reach_every_needs_each_keypoint_mean_does_not():
         RewardSettings(reach="any")
 
 
+
+def test_final_theta_s_tightens_the_last_subgoal_only():
+    """The button case: every point 4 px off the last subgoal meets theta_s = 6 but not a last
+    threshold of 2; earlier subgoals keep theta_s."""
+    s = RewardSettings(theta_s=6.0, final_theta_s=2.0)
+    rew = ReLAMReward(s)
+    rew.reset(SG)
+    assert rew.step(SG[0] + 4.0).reached  # subgoal 1 of 2: theta_s applies
+    assert not rew.step(SG[1] + 4.0).reached  # the last: 4 px is not within 2
+    out = rew.step(SG[1] + 1.0)  # 1.4 px
+    assert out.reached and out.all_reached
+    plain = ReLAMReward(RewardSettings(theta_s=6.0))
+    plain.reset(SG)
+    assert plain.step(SG[0] + 4.0).reached and plain.step(SG[1] + 4.0).all_reached
+    # labelling offline follows the same rule
+    track = np.stack([START, SG[0] + 4.0, SG[1] + 4.0])
+    assert label_trajectory(track, SG, s)[1].tolist() == [0, 1, 1]
+    assert label_trajectory(track, SG, RewardSettings(theta_s=6.0))[1].tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="final_theta_s"):
+        RewardSettings(final_theta_s=0.0)
+
+
 def _reference_rewards(track, subgoals, s):
     """The online reward as written before issue 21's fast path (array round trips, distances
     computed twice): keypoint_distance + the array form of shape_reward + the per-point test."""
