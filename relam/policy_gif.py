@@ -157,15 +157,14 @@ def _context(run: Any, out_dir: Path) -> Any:
 def policy_env(ctx: Any) -> tuple[Any, Any]:
     """The run's ReLAM environment (its task entry, horizon, planner, reward settings and policy
     input) with the simulator rendering every step; returns (env for the policy, the ReLAM wrapper)."""
-    from relam.relam_method import make_planner
-    from relam.reward import RewardSettings
+    from relam.relam_method import make_planner, reward_settings
     from relam.tasks import make_env
     from relam.wrappers import PolicyImageSize, ReLAMWrapper
 
     s = ctx.settings
     with_image = ctx.budget.policy_input == "image+points"
     base = make_env(ctx.task_spec(), seed=None, render=True)
-    wrapper = ReLAMWrapper(base, make_planner(ctx), settings=RewardSettings(shape=s.reward_shape),
+    wrapper = ReLAMWrapper(base, make_planner(ctx), settings=reward_settings(ctx),
                            n_points=s.n_points, include_image=with_image, seed=ctx.seed)
     env = PolicyImageSize(wrapper, 64) if with_image else wrapper
     return env, wrapper

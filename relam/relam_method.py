@@ -103,9 +103,11 @@ def make_planner(ctx: RunContext):
     return AnticipationPlanner(model)
 
 
-def reward_settings(ctx: RunContext):
-    """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b)."""
-    return RewardSettings(shape=ctx.settings.reward_shape)  # type: ignore[attr-defined]
+def reward_settings(ctx: RunContext) -> RewardSettings:
+    """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b) and the
+    task entry's last-subgoal threshold (``final_theta_s``; None on most tasks: theta_s)."""
+    return RewardSettings(shape=ctx.settings.reward_shape,  # type: ignore[attr-defined]
+                          final_theta_s=ctx.task_spec().final_theta_s)
 
 
 # --------------------------------------------------------------------------- offline labelling

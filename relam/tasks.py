@@ -76,6 +76,11 @@ class TaskSpec:
     #: ``KeypointSettings.rule`` overrides it. It shapes the subgoal datasets, not the demos, so
     #: :meth:`to_dict` (the demos' key) leaves it out; ``relam.subgoals.subgoal_cache_path`` keys it.
     keypoint_rule: str = "fps"
+    #: the ReLAM reward's threshold for this task's *last* subgoal, px (None: theta_s; see
+    #: :attr:`relam.reward.RewardSettings.final_theta_s`). For an object whose whole motion is short
+    #: against theta_s (the button: 8.6-9.0 px), so that meeting the last subgoal means the task is
+    #: done. It shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
+    final_theta_s: float | None = None
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -104,14 +109,21 @@ class TaskSpec:
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
-_NOT_DEMO_FIELDS = ("keypoint_rule",)
+_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s")
+
+
+def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
+    """The entry's fields that shape a run but not its demos, where they differ from their defaults
+    (so a run key changes with them, and a task without them keeps its keys)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TaskSpec)}
+    return {name: getattr(spec, name) for name in _NOT_DEMO_FIELDS if getattr(spec, name) != defaults[name]}
 
 
 _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
-    "keypoint_rule": str,
+    "keypoint_rule": str, "final_theta_s": (int, float),
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -146,6 +158,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
     if entry.get("keypoint_rule", "fps") not in KEYPOINT_RULES:
         raise TaskError(f"{where}: field 'keypoint_rule' must be one of {KEYPOINT_RULES}, got "
                         f"{entry['keypoint_rule']!r}")
+    if "final_theta_s" in entry and not entry["final_theta_s"] > 0:
+        raise TaskError(f"{where}: field 'final_theta_s' must be > 0 (pixels; leave it out for theta_s), "
+                        f"got {entry['final_theta_s']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -185,6 +200,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         post_success_steps=int(entry.get("post_success_steps", 0)),
         keyframe_max_step=int(entry["keyframe_max_step"]) if "keyframe_max_step" in entry else None,
         keypoint_rule=entry.get("keypoint_rule", "fps"),
+        final_theta_s=float(entry["final_theta_s"]) if "final_theta_s" in entry else None,
     )
 
 

@@ -32,6 +32,8 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"object_prompt": "cup"}, "object_prompt"),
     ({"post_success_steps": -1}, "post_success_steps"),
     ({"keyframe_max_step": 2}, "keyframe_max_step"),
+    ({"final_theta_s": 0}, "final_theta_s"),
+    ({"final_theta_s": "tight"}, "final_theta_s"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
@@ -134,3 +136,27 @@ def test_a_tasks_keyframe_window_shortens_its_segments():
     short_seq, _ = subgoal_sequence(demo, spec=dataclasses.replace(spec, keyframe_max_step=10))
     assert np.all(np.diff(np.concatenate([[0], short_seq.keyframe_steps])) <= 10)
     assert short_seq.num_subgoals > long_seq.num_subgoals
+
+
+def test_final_theta_s_keys_runs_not_demos(monkeypatch, tmp_path):
+    """The last subgoal's threshold shapes the reward, not the demos: the demo key (to_dict) is the
+    same with it, a run key is not, and it reaches the run's reward settings."""
+    import dataclasses
+
+    import relam.tasks as tasks
+    from relam.experiments.runner import Run
+    from relam.methods import Budget, RunContext, settings_model
+    from relam.relam_method import reward_settings
+
+    base = tasks.get_task("drawer-open-v3")
+    tight = dataclasses.replace(base, final_theta_s=3.0)
+    assert tight.to_dict() == base.to_dict()
+    assert tasks.run_only_fields(base) == {} and tasks.run_only_fields(tight) == {"final_theta_s": 3.0}
+    run = Run(task="drawer-open-v3", method="ReLAM", settings={}, seed=0, budget={}, scale="smoke")
+    before = run.key
+    monkeypatch.setattr(tasks, "get_task", lambda name: tight if str(name) == "drawer-open-v3" else base)
+    assert run.resolved()["final_theta_s"] == 3.0 and run.key != before
+    ctx = RunContext(task="drawer-open-v3", method="relam", settings=settings_model("relam")(), seed=0,
+                     budget=Budget(train_steps=10, eval_every=10, eval_episodes=1), scale="smoke",
+                     out_dir=tmp_path)
+    assert reward_settings(ctx).final_theta_s == 3.0

@@ -63,7 +63,7 @@ class Run:
 
     def resolved(self) -> dict[str, Any]:
         """The settings that define the run (hashed into its key)."""
-        from relam.tasks import SIM_REVISION, get_task
+        from relam.tasks import SIM_REVISION, get_task, run_only_fields
 
         out = {"task": self.task, "method": self.method, "method_version": self.method_version,
                "settings": self.settings, "seed": self.seed, "budget": self.budget}
@@ -77,10 +77,10 @@ class Run:
         # the task entry (camera, prompts, horizon, the expert's post-success steps) shapes the demos
         # and the environment every method trains in: a changed entry is a different run
         out["task_entry"] = settings_hash(spec.to_dict())
-        # the keypoint rule is not part of the entry's dict (it does not shape the demos) but it
-        # shapes the subgoals, rewards and labels of the runs: keyed when it is not the default
-        if getattr(spec, "keypoint_rule", "fps") != "fps":
-            out["keypoint_rule"] = spec.keypoint_rule
+        # the keypoint rule and the last subgoal's threshold are not part of the entry's dict (they
+        # do not shape the demos) but they shape the subgoals, rewards and labels of the runs: keyed
+        # when they are not the default
+        out.update(run_only_fields(spec))
         return out
 
     @property
