@@ -16,7 +16,9 @@ weight-free perception backends use: per-frame body segmentation and body poses,
 depth, the camera. Files are written atomically, so an interrupted run resumes where it stopped.
 A damaged file (cut short, bad checksum, arrays missing) counts as missing: the loader and
 ``make_demos`` move it to ``quarantine/`` in its folder, with a warning, and make it again from its
-recorded seed (the same demo); a damaged ``meta.json`` is rebuilt from the demo files.
+recorded seed (the same demo; on ManiSkill the first rollout of a process differs slightly, about
+2e-4 m in body poses, from every later rollout of that seed, which agree bit for bit across
+processes); a damaged ``meta.json`` is rebuilt from the demo files.
 
 Seeds: expert demos take environment seeds from 0 upward (failures are skipped and counted);
 offline trajectories from 100_000 upward; evaluation episodes elsewhere use seeds >= 1_000_000, so
