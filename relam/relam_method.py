@@ -199,14 +199,16 @@ def relam_labeller(subgoals: str, model: str | Path | None = None, n_points: int
 
 def make_relam_eval_fn(task: str, planner: Any, n_episodes: int = 10, settings: Any = None, n_points: int = 4,
                        policy_image_size: int = 64, tracker: Any = "sim", max_steps: int | None = None,
-                       ) -> Callable[[Callable[[Any], np.ndarray]], Any]:
+                       policy_render: str = "downsample") -> Callable[[Callable[[Any], np.ndarray]], Any]:
     """``eval_fn(policy) -> EvalResult`` of an IQL policy on the live task through
     :class:`relam.wrappers.ReLAMWrapper` (for :func:`relam.rl.iql.train_iql` outside a run).
 
     One env is built lazily and reused; episodes use the fixed seeds
     :func:`relam.rl.evaluation.eval_seeds` (>= ``EVAL_SEED_BASE``), the same for every evaluation.
     ``planner`` is what labelled the dataset (the anticipation model through
-    :class:`relam.wrappers.AnticipationPlanner`, or ground-truth subgoals).
+    :class:`relam.wrappers.AnticipationPlanner`, or ground-truth subgoals). ``policy_render``
+    (:func:`relam.wrappers.make_relam_env`): ``"downsample"`` by default, the area-averaged 128 px
+    frames an offline dataset's images are (:func:`relam.offline.policy_images`).
     """
     from relam.rl.evaluation import eval_seeds
     from relam.rl.iql import evaluate_policy
@@ -219,7 +221,8 @@ def make_relam_eval_fn(task: str, planner: Any, n_episodes: int = 10, settings: 
     def make(seed: int) -> Any:
         if "env" not in holder:
             holder["env"] = make_relam_env(task, planner, tracker=tracker, settings=settings or RewardSettings(),
-                                           n_points=n_points, include_image=True, policy_image_size=policy_image_size)
+                                           n_points=n_points, include_image=True, policy_image_size=policy_image_size,
+                                           policy_render=policy_render)
         return holder["env"]
 
     seeds = eval_seeds(n_episodes)
@@ -241,6 +244,21 @@ class ReLAM(RewardMethod):
     Settings = ReLAMSettings
     #: 2: a subgoal is reached when every keypoint is within theta_s (RewardSettings.reach)
     version = "2"
+    #: appended to ``version`` in the keys of image + points runs on Meta-World (:meth:`key_version`):
+    #: their 64 px policy image is rendered at 64 px instead of area-averaged from the 128 px frame
+    #: (``make_relam_env(policy_render="auto")``, issue 21), a different observation. Points-only
+    #: runs and the offline (ManiSkill) rows see what they saw before and keep their keys.
+    image_render_version = "render64"
+
+    @classmethod
+    def key_version(cls, task: str, budget: dict) -> str:
+        """The method version that enters the run key of ``task`` under ``budget`` (its key dict)."""
+        from relam.methods import ONLINE_SUITE
+        from relam.tasks import get_task
+
+        if budget.get("policy_input", "image+points") == "image+points" and get_task(task).suite == ONLINE_SUITE:
+            return f"{cls.version}+{cls.image_render_version}"
+        return cls.version
 
     def online(self, ctx: RunContext) -> RunResult:
         """Hierarchical PPO through the ReLAM wrapper (Meta-World rows)."""
@@ -275,5 +293,7 @@ class ReLAM(RewardMethod):
         spec, planner, reward = ctx.task_spec(), make_planner(ctx), reward_settings(ctx)
         planner_id = getattr(getattr(planner, "model", None), "cache_key", None) or f"{s.subgoals}-{s.n_points}"
         labeller = ReLAMLabeller(planner, settings=reward, planner_id=planner_id)
+        # evaluated on what the dataset's images are: area-averaged full-size frames
         return run_offline(ctx, labeller, lambda: make_relam_env(spec, planner, settings=reward, n_points=s.n_points,
-                                                                 include_image=True, policy_image_size=64))
+                                                                 include_image=True, policy_image_size=64,
+                                                                 policy_render="downsample"))

@@ -414,6 +414,9 @@ class MetaWorldEnv(TaskEnv):
         self._renderer = mujoco.Renderer(m, n, n)
         self._cam = self._make_free_camera()
         self.camera = self._camera_model()
+        # renderers of other sizes (the policy's own image), made on first use: same model, same
+        # free camera and fovy, so only the pixel grid differs from the task's image_size frame
+        self._sized_renderers: dict[int, Any] = {}
         self._last_obs: np.ndarray | None = None
 
     def _make_free_camera(self):
@@ -454,6 +457,28 @@ class MetaWorldEnv(TaskEnv):
 
     def _render_rgb(self) -> np.ndarray:
         return self._render_pass("rgb").copy()
+
+    def render_rgb_at(self, size: int) -> np.ndarray:
+        """The current RGB image rendered directly at ``size`` x ``size`` (uint8, (size, size, 3)).
+
+        For a policy that sees a smaller image than the task's ``image_size``: one MuJoCo render at
+        that size instead of a render at ``image_size`` and an area-average downsampling
+        (``benchmarks/bench_throughput.py`` measures both). Same free camera and field of view,
+        so the image shows the same view; the pixels differ slightly from the downsampled frame
+        (no anti-aliasing: each pixel is one sample, not the mean of four). The camera model, the
+        frame of :meth:`frame`, depth and segmentation stay at ``image_size``, and nothing here
+        changes what :meth:`step` returns.
+        """
+        n = int(size)
+        if n == self.spec_.image_size:
+            return self._render_rgb()
+        if n < 1:
+            raise ValueError(f"render_rgb_at: size must be >= 1, got {size}")
+        r = self._sized_renderers.get(n)
+        if r is None:
+            r = self._sized_renderers[n] = self._mj.Renderer(self.sim.model, n, n)
+        r.update_scene(self.sim.data, camera=self._cam)
+        return r.render().copy()
 
     def depth(self) -> np.ndarray:
         return self._render_pass("depth").astype(np.float32)
@@ -502,10 +527,12 @@ class MetaWorldEnv(TaskEnv):
         return img, float(reward), False, truncated, info
 
     def close(self):
-        try:
-            self._renderer.close()
-        except Exception:
-            pass
+        for r in (self._renderer, *self._sized_renderers.values()):
+            try:
+                r.close()
+            except Exception:
+                pass
+        self._sized_renderers.clear()
         self.sim.close()
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "denormalise_points",
     "check_plan",
     "make_relam_env",
+    "POLICY_RENDER",
 ]
 
 #: observation bound for normalised keypoints; the tracker may follow points off the image (A.1).
@@ -518,29 +519,56 @@ class ReLAMWrapper(SeededEpisodes, gym.Wrapper):
 
 
 class PolicyImageSize(gym.ObservationWrapper):
-    """Downsample the ``image`` entry of a Dict observation to ``size`` x ``size`` (area average).
+    """The ``image`` entry of a Dict observation at ``size`` x ``size``, for the policy.
 
     Separate from :class:`ReLAMWrapper` because only the policy needs the small image; keypoints
-    are normalised, so they do not change.
+    are normalised, so they do not change. Two sources:
+
+    - ``"downsample"`` (default): the area average of the wrapped observation's ``image`` (the
+      task's full-size frame, which a pixel tracker or a frame-reading reward needs anyway);
+    - ``"render"``: the simulator renders the image directly at ``size``
+      (``env.unwrapped.render_rgb_at(size)``: :meth:`relam.tasks.MetaWorldEnv.render_rgb_at`),
+      after the wrapped env's reset/step, so no full-size frame is rendered for the policy. The
+      wrapped observation need not have an ``image`` entry (a points-only :class:`ReLAMWrapper`
+      over a ``render=False`` env: nothing else is rendered after reset); one it has is replaced.
+      Same camera and view; the pixels are not those of ``"downsample"`` (no averaging).
     """
 
-    def __init__(self, env: gym.Env, size: int = 64):
+    SOURCES = ("downsample", "render")
+
+    def __init__(self, env: gym.Env, size: int = 64, source: str = "downsample"):
         super().__init__(env)
+        if source not in self.SOURCES:
+            raise ValueError(f"PolicyImageSize.source={source!r}: choose from {self.SOURCES}")
         space = env.observation_space
-        if not isinstance(space, gym.spaces.Dict) or "image" not in space.spaces:
+        has_image = isinstance(space, gym.spaces.Dict) and "image" in space.spaces
+        if not isinstance(space, gym.spaces.Dict) or (source == "downsample" and not has_image):
             raise ValueError("PolicyImageSize needs a Dict observation with an 'image' entry (C, H, W)")
-        c = space["image"].shape[0]
+        if source == "render" and not hasattr(env.unwrapped, "render_rgb_at"):
+            raise ValueError(f"PolicyImageSize(source='render'): {type(env.unwrapped).__name__} cannot render "
+                             "at another size (no render_rgb_at); use source='downsample'")
+        c = space["image"].shape[0] if has_image else 3
         if int(size) < 8:
             raise ValueError(f"PolicyImageSize.size={size}: must be >= 8 pixels")
         self.size = int(size)
+        self.source = source
         spaces = dict(space.spaces)
         spaces["image"] = gym.spaces.Box(0, 255, (c, self.size, self.size), np.uint8)
         self.observation_space = gym.spaces.Dict(spaces)
 
     def observation(self, observation: dict) -> dict:
         out = dict(observation)
-        out["image"] = resize_images(observation["image"], self.size, channels_first=True, what="policy image")[0]
+        if self.source == "render":
+            img = self.env.unwrapped.render_rgb_at(self.size)
+            out["image"] = np.ascontiguousarray(np.transpose(img, (2, 0, 1)))
+        else:
+            out["image"] = resize_images(observation["image"], self.size, channels_first=True,
+                                         what="policy image")[0]
         return out
+
+
+#: ``make_relam_env(policy_render=...)`` values
+POLICY_RENDER = ("auto", "render", "downsample")
 
 
 def make_relam_env(
@@ -552,17 +580,42 @@ def make_relam_env(
     n_points: int = 4,
     include_image: bool = True,
     policy_image_size: int | None = 64,
+    policy_render: str = "auto",
 ) -> gym.Env:
     """A registered task wrapped for ReLAM training.
 
     With ``include_image=False`` the simulator is built with ``render=False`` (only the reset frame
     and its depth/segmentation are rendered, for planning and lifting the tracked points).
-    """
-    from relam.tasks import make_env
 
-    env = make_env(task, seed=None, render=include_image or getattr(tracker, "name", tracker) != "sim")
+    ``policy_render`` says where the policy's ``policy_image_size`` image comes from when it differs
+    from the task's ``image_size``: ``"render"``, rendered at that size every step
+    (:class:`PolicyImageSize` ``source="render"``; the reward still gets the full-size reset frame
+    for planning and the body poses for the sim tracker, and no full-size frame is rendered after
+    reset); ``"downsample"``, the full-size frame rendered every step and area-averaged; ``"auto"``
+    (default), ``"render"`` wherever the reward reads no per-step frame (the ``"sim"`` tracker) and
+    the simulator can render at another size (Meta-World), else ``"downsample"`` (pixel trackers
+    need the full-size frames; ManiSkill captures its camera at one size). The two give slightly
+    different images (see :meth:`relam.tasks.MetaWorldEnv.render_rgb_at`): a policy trained on one
+    is evaluated on the same (a run's key says which, :meth:`relam.relam_method.ReLAM.key_version`).
+    """
+    from relam.tasks import get_task, make_env
+
+    if policy_render not in POLICY_RENDER:
+        raise ValueError(f"make_relam_env: policy_render={policy_render!r}, choose from {POLICY_RENDER}")
+    spec = get_task(task)
+    sim_tracker = getattr(tracker, "name", tracker) == "sim"
+    env = make_env(spec, seed=None, render=include_image or not sim_tracker)
+    resize = bool(include_image and policy_image_size and int(policy_image_size) != spec.image_size)
+    can_render = sim_tracker and hasattr(env, "render_rgb_at")
+    direct = resize and can_render and policy_render != "downsample"
+    if resize and policy_render == "render" and not direct:
+        env.close()
+        raise ValueError(f"make_relam_env: policy_render='render' needs the 'sim' tracker (got {tracker!r}) and a "
+                         f"simulator that renders at another size ({type(env).__name__})")
+    if direct:
+        env.render_enabled = False  # the policy image is rendered at its own size; no full-size frames
     env = ReLAMWrapper(env, planner, tracker=tracker, settings=settings, n_points=n_points,
-                       include_image=include_image, seed=seed)
+                       include_image=include_image and not direct, seed=seed)
     if include_image and policy_image_size:
-        env = PolicyImageSize(env, policy_image_size)
+        env = PolicyImageSize(env, policy_image_size, source="render" if direct else "downsample")
     return env

@@ -95,24 +95,30 @@ class Run:
         return cls(**d)
 
 
-def _method_version(name: str) -> str:
+def _method_version(name: str, task: str, budget: dict[str, Any]) -> str:
+    """The method's version in a run key: its ``version``, or what its optional classmethod
+    ``key_version(task, budget)`` returns (a change that makes only some of its runs stale)."""
     from relam.methods import _REGISTRY, is_implemented
 
-    return _REGISTRY[name].version if is_implemented(name) else "1"
+    if not is_implemented(name):
+        return "1"
+    cls = _REGISTRY[name]
+    hook = getattr(cls, "key_version", None)
+    return str(hook(task, budget)) if hook is not None else cls.version
 
 
 def expand(spec: Spec, scale: str) -> list[Run]:
     """All runs of ``spec`` at ``scale``, in a stable order (task, method entry, seed)."""
     runs = []
-    versions: dict[str, str] = {}
     for task in spec.tasks:
         budget = spec.budget(task, scale).key_dict()
         # the learned components' budgets follow the scale: when the run budget is the same at
         # another scale, only the scale tells the two runs apart
         scale_in_key = any(spec.budget(task, other).key_dict() == budget for other in SCALES if other != scale)
+        versions: dict[str, str] = {}
         for entry in spec.methods:
             if entry.method not in versions:
-                versions[entry.method] = _method_version(entry.method)
+                versions[entry.method] = _method_version(entry.method, task, budget)
             settings = settings_model(entry.method)(**entry.settings).model_dump(mode="json")
             for seed in spec.seeds_at(scale):
                 runs.append(Run(task=task, method=entry.method, settings=settings, seed=int(seed),
