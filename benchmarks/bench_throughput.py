@@ -19,7 +19,12 @@ Training loops (each rate also as a ratio to the matching raw rate of this run):
     device="auto")`` on ``make_relam_env(task, GroundTruthSubgoals(), include_image=False)``;
     ratio over the raw no-render rate;
   * image + points PPO (``include_image=True, policy_image_size=64``); ratio of its rollout rate
-    over the raw 128 px render rate (the frame the wrapper renders) and over the raw 64 px rate.
+    over the raw 128 px render rate and over the raw 64 px rate. ``--image-render`` picks where
+    the 64 px policy image comes from (``make_relam_env(policy_render=...)``): ``auto`` (default;
+    with the sim tracker on Meta-World the env renders it at 64 px, nothing at 128 px after reset)
+    or ``downsample`` (a 128 px frame every step, area-averaged: the loop before issue 21 item 3);
+    a comma-separated list times each in turn in this one run (keys ``image_*`` for the first,
+    ``image_<mode>_*`` for the others), so the two are compared under the same load.
   Rollout collection and gradient updates are timed apart by an SB3 callback
   (``_on_rollout_start``/``_on_rollout_end``). The loop rate is env steps / (rollout + update)
   time; the end-to-end rate also counts ``train_ppo``'s set-up and its evaluations at step 0 and at
@@ -240,17 +245,24 @@ def _loop_clock():
 
 
 def ppo_loop(task: str, image: bool, steps: int, n_steps: int, n_envs: int, eval_episodes: int,
-             seed: int = 0) -> tuple[dict, Any]:
+             seed: int = 0, policy_render: str = "auto") -> tuple[dict, Any]:
     """One ``train_ppo`` run, split into set-up (+ step-0 evaluation), rollouts, updates and the
-    final evaluation; returns (figures, trained model)."""
+    final evaluation; returns (figures, trained model). ``policy_render`` goes to
+    :func:`relam.wrappers.make_relam_env`; ``policy_image_source`` in the figures says what the
+    envs did (``render``, ``downsample``, or ``None`` without an image)."""
     from relam.rl.ppo import PPOSettings, resolve_device, train_ppo
     from relam.tasks import get_task
     from relam.wrappers import GroundTruthSubgoals, make_relam_env
 
     settings = PPOSettings(n_envs=n_envs, log_std_init=-0.5, n_steps=n_steps, device="auto")
 
+    sources: set[str | None] = set()
+
     def env_fn(s: int):
-        return make_relam_env(task, GroundTruthSubgoals(), seed=s, include_image=image, policy_image_size=64)
+        env = make_relam_env(task, GroundTruthSubgoals(), seed=s, include_image=image, policy_image_size=64,
+                             policy_render=policy_render)
+        sources.add(getattr(env, "source", None))
+        return env
 
     clock = _loop_clock()
     with tempfile.TemporaryDirectory(prefix="bench_throughput-") as out_dir:
@@ -267,6 +279,8 @@ def ppo_loop(task: str, image: bool, steps: int, n_steps: int, n_envs: int, eval
     return {
         "steps": n, "n_steps": settings.n_steps, "n_envs": settings.n_envs, "rollouts": clock.rollouts,
         "device": resolve_device(settings.device),
+        "policy_render": policy_render if image else None,
+        "policy_image_source": ",".join(sorted(str(x) for x in sources)) if image else None,
         "steps_per_s": n / loop_s,
         "rollout_steps_per_s": n / clock.rollout_s,
         "rollout_s": clock.rollout_s, "update_s": clock.update_s,
@@ -463,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-envs", type=int, default=8, help="PPO environments (DummyVecEnv, this process)")
     p.add_argument("--points-steps", type=int, default=None, help="points-only PPO env steps (default 20k; smoke 1024)")
     p.add_argument("--image-steps", type=int, default=None, help="image + points PPO env steps (default 4k; smoke 256)")
+    p.add_argument("--image-render", default="auto",
+                   help="policy_render of the image loop's envs: auto (64 px rendered directly where the reward "
+                        "allows) or downsample (128 px frame area-averaged); a comma-separated list times each")
     p.add_argument("--threads", default="1,2", help="torch thread counts of the update timing")
     p.add_argument("--cores", type=int, default=16, help="cores of one box in the projection (one run per core)")
     p.add_argument("--boxes", type=int, default=4, help="boxes of the Ray cluster in the projection")
@@ -484,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
         c[f"{key}_n_steps"] = n_steps
         c[f"{key}_steps"] = max(n_steps, c[f"{key}_steps"] // n_steps * n_steps)
     threads = [int(x) for x in a.threads.split(",") if x.strip()]
+    image_renders = [x.strip() for x in a.image_render.split(",") if x.strip()]
+    from relam.wrappers import POLICY_RENDER
+
+    if not image_renders or any(x not in POLICY_RENDER for x in image_renders) or len(set(image_renders)) < len(
+            image_renders):
+        p.error(f"--image-render: distinct values of {','.join(POLICY_RENDER)}")
 
     import warnings
 
@@ -540,14 +563,20 @@ def main(argv: list[str] | None = None) -> int:
     cpu_nr = fig.get("metaworld_norender_cpu_steps_per_s")
     cpu128 = fig.get("metaworld_render128_cpu_steps_per_s")
     cpu64 = fig.get("metaworld_render64_cpu_steps_per_s")
-    for key, image in (("points", False), ("image", True)):
-        if key not in parts:
-            continue
+    loops = [("points", False, "auto")] if "points" in parts else []
+    if "image" in parts:
+        loops += [("image" if i == 0 else f"image_{mode}", True, mode) for i, mode in enumerate(image_renders)]
+    for key, image, mode in loops:
         label = "image + points" if image else "points-only"
-        print(f"{label} PPO ({c[f'{key}_steps']} steps, rollouts of {c[f'{key}_n_steps']} over {a.n_envs} envs)",
-              flush=True)
-        r, models[key] = ppo_loop(a.task, image, c[f"{key}_steps"], c[f"{key}_n_steps"], a.n_envs,
-                                  c["eval_episodes"])
+        print(f"{label} PPO ({c['image_steps' if image else 'points_steps']} steps, rollouts of "
+              f"{c['image_n_steps' if image else 'points_n_steps']} over {a.n_envs} envs)", flush=True)
+        r, models[key] = ppo_loop(a.task, image, c["image_steps" if image else "points_steps"],
+                                  c["image_n_steps" if image else "points_n_steps"], a.n_envs,
+                                  c["eval_episodes"], policy_render=mode)
+        if image:
+            print(f"  policy image: policy_render={mode} -> {r['policy_image_source']} "
+                  "(render: 64 px rendered directly; downsample: 128 px frame area-averaged)", flush=True)
+            fig[f"{key}_policy_image_source"] = r["policy_image_source"]
         fig[f"{key}_ppo"] = r
         fig[f"{key}_ppo_steps_per_s"] = r["steps_per_s"]
         fig[f"{key}_rollout_steps_per_s"] = r["rollout_steps_per_s"]
@@ -564,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
         fig[f"{key}_ppo_over_raw_cpu"] = _ratio(r["steps_per_cpu_s"], ref_cpu)
         fig[f"{key}_rollout_over_raw_cpu"] = _ratio(r["rollout_steps_per_cpu_s"], ref_cpu)
         if image:
-            fig["image_rollout_over_raw64"] = _ratio(r["rollout_steps_per_s"], raw64)
-            fig["image_rollout_over_raw64_cpu"] = _ratio(r["rollout_steps_per_cpu_s"], cpu64)
+            fig[f"{key}_rollout_over_raw64"] = _ratio(r["rollout_steps_per_s"], raw64)
+            fig[f"{key}_rollout_over_raw64_cpu"] = _ratio(r["rollout_steps_per_cpu_s"], cpu64)
         loop_share = r["rollout_s"] / (r["rollout_s"] + r["update_s"])
         row("loop (rollout + update)", _fmt(r["steps_per_s"], " st/s"),
             f"{_fmt(fig[f'{key}_ppo_over_raw'])} x {ref_name}; rollouts {100 * loop_share:.0f}% of loop")
@@ -573,10 +602,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{_fmt(fig[f'{key}_ppo_over_raw_cpu'])} x {ref_name} (CPU time)")
         row("  rollouts", _fmt(r["rollout_steps_per_s"], " st/s"),
             f"{_fmt(fig[f'{key}_rollout_over_raw'])} x {ref_name}"
-            + (f", {_fmt(fig['image_rollout_over_raw64'])} x raw 64 px" if image else ""))
+            + (f", {_fmt(fig[f'{key}_rollout_over_raw64'])} x raw 64 px" if image else ""))
         row("  rollouts in CPU time", _fmt(r["rollout_steps_per_cpu_s"], " st/s"),
             f"{_fmt(fig[f'{key}_rollout_over_raw_cpu'])} x {ref_name}"
-            + (f", {_fmt(fig['image_rollout_over_raw64_cpu'])} x raw 64 px" if image else "") + " (CPU time)")
+            + (f", {_fmt(fig[f'{key}_rollout_over_raw64_cpu'])} x raw 64 px" if image else "") + " (CPU time)")
         row("  updates", _fmt(r["update_s_per_1k"], " s/1k st"),
             f"device {r['device']}; CPU time {_fmt(r['update_cpu_s_per_1k'], ' s/1k st')}")
         row("  end to end (set-up, 2 evals)", _fmt(r["end_to_end_steps_per_s"], " st/s"),
@@ -587,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         if not models:
             print("  NOTE: threads needs the points or image part (it times model.train() of their models)")
         for key, model in models.items():
+            if key not in ("points", "image"):  # the other image modes train the same network
+                continue
             cpu_t: dict[str, float] = {}
             t = update_vs_threads(model, threads, c["thread_epochs"], cpu=cpu_t)
             fig.setdefault("update_s_per_1k_by_threads", {})[key] = t

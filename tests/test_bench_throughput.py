@@ -38,6 +38,12 @@ def test_bad_part_is_refused(bench):
         bench.main(["--smoke", "--only", "raw,nope"])
 
 
+@pytest.mark.parametrize("modes", ["nearest", "auto,auto", ","])
+def test_bad_image_render_is_refused(bench, modes):
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--only", "image", "--image-render", modes])
+
+
 def test_schedule_longest_first(bench):
     assert bench._schedule([1.0] * 10, 4) == 3.0
     assert bench._schedule([3, 3, 2, 2, 2], 2) == 7
