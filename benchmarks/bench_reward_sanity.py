@@ -50,7 +50,9 @@ reward is never paid (pixels / keypoints only). The methods and what they are fi
   (``entropy``) and with RND after three passes over the random training videos (``ce+rnd``);
 * ``image_subgoal`` / ``oracle``: the IS generator (``--is-flow-steps``) and temporal embedding
   (``--is-embedding-steps``) fitted on the first ``--n-train`` demos, threshold calibrated on them;
-  Oracle takes each demo's own keyframes and replays the expert from each random video's start.
+  Oracle takes each demo's own keyframes and replays the expert from each random video's start;
+  ``--is-components SCALE`` takes instead the components a ``table4`` run of that scale uses
+  (:func:`baselines.image_subgoal.fit_components`, cached).
 
 These are the smallest models that train on a 2-core CPU in minutes, not the runs' quick-scale
 models (the README gives the quick Diffusion Reward model's AUC, trained on a GPU)::
@@ -297,12 +299,20 @@ def ranking_aucs(task: str, methods: list[str], n: int, n_train: int, a: argpars
         from relam.wrappers import close_planner
 
         t0 = time.time()
-        emb = TemporalEmbedding()
-        emb.fit([x.frames for x in train], steps=a.is_embedding_steps, progress=False)
-        gen = SubgoalImageModel(FlowSettings(train_steps=a.is_flow_steps))
-        gen.fit(build_subgoal_dataset(task, KeypointSettings(), n_demos=n_train, progress=False).items,
-                progress=False, device="cpu")
-        thr = calibrate_threshold(ImageSubgoalPlanner(gen), emb, train[:10])
+        if a.is_components:  # a run's own components (cached by fit_components; trained when missing)
+            from baselines.image_subgoal import fit_components
+            from relam.experiments.spec import load_spec
+
+            n_is = load_spec("table4").budget(task, a.is_components).n_demos
+            comp = fit_components(task, n_is, a.is_components)
+            emb, gen, thr = comp.embedding, comp.model, comp.similarity_threshold
+        else:
+            emb = TemporalEmbedding()
+            emb.fit([x.frames for x in train], steps=a.is_embedding_steps, progress=False)
+            gen = SubgoalImageModel(FlowSettings(train_steps=a.is_flow_steps))
+            gen.fit(build_subgoal_dataset(task, KeypointSettings(), n_demos=n_train, progress=False).items,
+                    progress=False, device="cpu")
+            thr = calibrate_threshold(ImageSubgoalPlanner(gen), emb, train[:10])
         reward = ImageRewardSettings(similarity_threshold=thr)
         fit_s = time.time() - t0
         for method in ("image_subgoal", "oracle"):
@@ -388,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--diffusion-steps", type=int, default=600)
     g.add_argument("--is-flow-steps", type=int, default=600)
     g.add_argument("--is-embedding-steps", type=int, default=300)
+    g.add_argument("--is-components", choices=("smoke", "quick", "paper"), default=None,
+                   help="IS/Oracle: the components a table4 run of this scale uses (fit_components, cached; "
+                        "n_demos from table4's budget) instead of fitting them here")
     a = p.parse_args(argv)
     if not 1 <= a.n <= N_DEMOS:
         p.error(f"--n must be in 1..{N_DEMOS}")
