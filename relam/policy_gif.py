@@ -166,7 +166,10 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     base = make_env(ctx.task_spec(), seed=None, render=True)
     wrapper = ReLAMWrapper(base, make_planner(ctx), settings=reward_settings(ctx),
                            n_points=s.n_points, include_image=with_image, seed=ctx.seed)
-    env = PolicyImageSize(wrapper, 64) if with_image else wrapper
+    # the policy sees the image its training loop gave it: rendered at 64 px where the simulator
+    # can (Meta-World, sim tracker: relam.wrappers.make_relam_env's "auto"), else area-averaged
+    source = "render" if hasattr(base, "render_rgb_at") else "downsample"
+    env = PolicyImageSize(wrapper, 64, source=source) if with_image else wrapper
     return env, wrapper
 
 

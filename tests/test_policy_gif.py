@@ -148,3 +148,23 @@ def test_gif_of_a_trained_run_replays_its_evaluation_env_and_lands_in_the_report
     page = render_page(spec, "smoke", out_dir=tmp_path / "rep", reps=50).html
     assert "data:image/gif" not in page and "shows run <code>0123456789abcdef</code>" in page
     assert "No GIF yet" in page
+
+
+def test_policy_env_feeds_the_image_the_training_loop_gave(tmp_path):
+    """Meta-World image + points runs train on a 64 px render (make_relam_env's "auto"), so the
+    GIF's policy gets the same, not the area-averaged 128 px frame."""
+    from relam.methods import Budget, RunContext, get_method
+    from relam.policy_gif import policy_env
+
+    method = get_method("relam")
+    ctx = RunContext(task="drawer-open-v3", method="relam", settings=method.Settings(subgoals="ground_truth"),
+                     seed=0, budget=Budget(train_steps=10, eval_every=10, eval_episodes=1, horizon=5,
+                                           policy_input="image+points"),
+                     scale="smoke", out_dir=tmp_path)
+    env, wrapper = policy_env(ctx)
+    try:
+        assert env.source == "render"
+        obs, _ = env.reset(seed=1000000)
+        assert obs["image"].shape == (3, 64, 64)
+    finally:
+        env.close()
