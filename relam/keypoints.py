@@ -359,8 +359,15 @@ def select_keypoints(
         picked = idx_moving[farthest_point_sampling(uv[idx_moving], num_points, seeds)]
     else:
         picked = np.zeros(0, dtype=np.int64)
+    return _filled_selection(uv, rng_px, on_object, picked, num_points, counts)
+
+
+def _filled_selection(uv: np.ndarray, rng_px: np.ndarray, on_object: np.ndarray, picked: np.ndarray,
+                      num_points: int, counts: dict[str, int]) -> KeypointSelection:
+    """The selection from ``picked``, topped up to ``num_points`` with the most-moving pixels left
+    (stable order, so ties keep the lowest index); ``counts["filled"]`` says how many."""
     if picked.size < num_points:
-        rest = np.setdiff1d(np.arange(p), picked)
+        rest = np.setdiff1d(np.arange(uv.shape[0]), picked)
         order = rest[np.argsort(-rng_px[rest], kind="stable")]
         fill = order[: num_points - picked.size]
         counts["filled"] = int(fill.size)
@@ -392,13 +399,5 @@ def _select_first_frame(uv: np.ndarray, rng_px: np.ndarray, moving: np.ndarray, 
     if arm.size and need > 0:
         start = _nearest(uv[arm], uv[arm].astype(np.float64).mean(axis=0))
         picked = np.concatenate([picked, arm[farthest_point_sampling(uv[arm], need, start)]])
-    if picked.size < num_points:  # too few moving arm pixels: the most-moving others fill in
-        rest = np.setdiff1d(np.arange(uv.shape[0]), picked)
-        order = rest[np.argsort(-rng_px[rest], kind="stable")]
-        fill = order[: num_points - picked.size]
-        counts["filled"] = int(fill.size)
-        picked = np.concatenate([picked, fill])
-    picked = picked.astype(np.int64)
-    return KeypointSelection(
-        indices=picked, uv=uv[picked].copy(), on_object=on_object[picked].copy(), counts=counts
-    )
+    # too few moving arm pixels: the most-moving others fill in
+    return _filled_selection(uv, rng_px, on_object, picked, num_points, counts)
