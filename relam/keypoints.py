@@ -24,8 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 #: the selection rules :func:`select_keypoints` knows (see its docstring): ``"fps"`` is Eq. (1) as the
-#: paper writes it, ``"first_frame"`` makes the choice a function of the first frame alone.
-KEYPOINT_RULES = ("fps", "first_frame")
+#: paper writes it, ``"fps_arm"`` is Eq. (1) with the points after the object's taken on the arm
+#: only (``arm_after_object``), ``"first_frame"`` makes the choice a function of the first frame alone.
+KEYPOINT_RULES = ("fps", "fps_arm", "first_frame")
 
 __all__ = [
     "KEYPOINT_RULES",
@@ -106,7 +107,8 @@ class KeypointSettings:
     arm_after_object: bool = False
     #: the selection rule of :func:`select_keypoints`: ``None`` (default) lets the task decide
     #: (``keypoint_rule`` in ``relam/tasks.yaml``: ``fps`` unless set; ``first_frame`` on the
-    #: ManiSkill tasks); ``"fps"`` or ``"first_frame"`` force one (benchmarks compare the two).
+    #: ManiSkill tasks, ``fps_arm`` on door-open-v3); ``"fps"``, ``"fps_arm"`` or ``"first_frame"``
+    #: force one (benchmarks compare them).
     #: Left out of :meth:`to_dict` while None, so existing cache keys stay valid; the subgoal cache
     #: key records the rule a task actually uses when it is not ``fps``.
     rule: str | None = None
@@ -283,6 +285,9 @@ def select_keypoints(
       non-moving candidates of largest motion range, so every demo of a task yields the same
       number of points (the anticipation model needs a fixed N). ``counts["filled"]`` says how many.
 
+    ``rule="fps_arm"`` is ``"fps"`` with ``arm_after_object=True`` (a task's ``keypoint_rule`` in
+    ``relam/tasks.yaml`` can name it, so the choice reaches the task's datasets and run keys).
+
     ``rule="first_frame"`` (a task's ``keypoint_rule`` in ``relam/tasks.yaml``) replaces the two
     choices above that depend on the video with choices read off the first frame, so that the
     anticipation model, which sees only that frame, can say where the points are:
@@ -323,6 +328,8 @@ def select_keypoints(
         "object_forced": 0,
         "filled": 0,
     }
+    if rule == "fps_arm":
+        rule, arm_after_object = "fps", True
     if rule == "first_frame":
         return _select_first_frame(uv, rng_px, moving, on_object, num_points, object_points, counts)
     if rule != "fps":

@@ -143,3 +143,7 @@ def test_arm_after_object_keeps_a_far_moving_object_to_its_own_points():
     # off by default and out of the cache key there, so existing datasets keep their keys
     assert "arm_after_object" not in KeypointSettings().to_dict()
     assert KeypointSettings(arm_after_object=True).to_dict()["arm_after_object"] is True
+    # the task-level name of the same choice (tasks.yaml keypoint_rule: fps_arm)
+    named = select_keypoints(uv, tracks, on_obj, num_points=3, motion_threshold=3.0, rule="fps_arm")
+    assert named.indices.tolist() == arm.indices.tolist()
+    assert KeypointSettings(rule="fps_arm").rule == "fps_arm"

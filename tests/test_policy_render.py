@@ -209,10 +209,9 @@ def _runs(spec: str, scale: str = "quick") -> list:
 
 
 #: run keys before the change (commit aa59fb3), of cached runs (button-press-wall's changed since
-#: with its final_theta_s, a3db309)
+#: with its final_theta_s, a3db309; door-open-v3's with its own camera and fps_arm keypoints)
 POINTS_KEYS = {("drawer-open-v3", "ReLAM (ground truth)", 0): "1bb359b39daf850e",
-               ("drawer-open-v3", "ReLAM (anticipated)", 0): "4e390145866d9f0a",
-               ("door-open-v3", "ReLAM (ground truth)", 2): "5df7f4e25a753eac"}
+               ("drawer-open-v3", "ReLAM (anticipated)", 0): "4e390145866d9f0a"}
 IMAGE_KEYS_BEFORE = {"drawer-open-v3": "3a9a8df60b393f54", "PushCube-v1": "9a49a7479717461b"}
 
 
