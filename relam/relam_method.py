@@ -26,6 +26,8 @@ ReLAM's labelling of one trajectory (the offline twin of :class:`relam.wrappers.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -75,6 +77,11 @@ def anticipation_model(task: str, n_points: int, n_demos: int, scale: str, progr
 
     dataset = subgoal_dataset(task, n_points, n_demos, progress)
     config = AnticipationConfig.for_scale(scale, num_points=n_points)
+    # the model must be able to emit the longest plan of its data: door-open-v3's demos give up to
+    # 13 rows (initial keypoints + 12 subgoals) from its camera; a task whose plans fit keeps its key
+    longest = max(len(seq.keypoints) for seq in dataset)
+    if longest > config.max_len:
+        config = dataclasses.replace(config, max_len=int(longest))
     # hold 10 % out for the evaluation figures, but never more than leaves 2 training demos
     holdout = max(0, min(10, n_demos // 10))
     key = settings_hash({"task": task, "config": config.to_dict(), "n_demos": n_demos,
