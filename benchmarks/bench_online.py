@@ -112,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
                + (f"-obj{args.object_points}" if args.object_points != 1 else "")
                + ("-armrest" if args.arm_after_object else "")
                + ("-cam" + "_".join(f"{v:g}" for v in args.camera) if args.camera else ""))
+    # the task entry (camera, keypoint rule, thresholds) as run: a changed entry must not resume a
+    # checkpoint trained under the old one
+    from relam.cache import settings_hash
+    from relam.tasks import run_only_fields
+
+    variant += "-t" + settings_hash({"entry": task.to_dict(), "run": run_only_fields(task)})[:6]
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     reward = RewardSettings(shape=args.shape)
     if args.theta is not None:
