@@ -252,10 +252,13 @@ class Camera:
         """World points (N,3) -> pixel coordinates (N,2) as (column, row), and depth z (N,)."""
         P = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         pc = P @ self.world_to_cam[:3, :3].T + self.world_to_cam[:3, 3]
-        z = pc[:, 2]
+        return self.pixels(pc), pc[:, 2]
+
+    def pixels(self, pc: np.ndarray) -> np.ndarray:
+        """Camera-frame points (..., 3) -> pixel coordinates (..., 2) (depths under 1e-9 count as 1e-9)."""
+        z = pc[..., 2]
         zs = np.where(np.abs(z) < 1e-9, 1e-9, z)
-        uv = (pc[:, :2] / zs[:, None]) @ self.K[:2, :2].T + self.K[:2, 2]
-        return uv, z
+        return (pc[..., :2] / zs[..., None]) @ self.K[:2, :2].T + self.K[:2, 2]
 
     def unproject(self, uv: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Pixel coordinates (N,2) with depth z (N,) -> world points (N,3)."""

@@ -118,56 +118,33 @@ def _project_local(camera: Any, body: np.ndarray, local: np.ndarray, pos: np.nda
                    rot: np.ndarray) -> np.ndarray:
     """Pixel positions of body-local points given poses pos (...,B,3), rot (...,B,3,3).
 
-    A single frame (pos (B,3)) goes through ``camera.project``.  Several frames (the offline
-    ``track`` of thousands of candidate pixels over a whole rollout) take a faster route with the
-    same result up to rounding (~1e-12 px): per body, the body pose, the camera extrinsics and the
-    focal part of the intrinsics are composed into one 3x4 matrix per frame, and that body's
-    points (homogeneous, (4,n_b)) are projected by one matmul over all frames, ``(3F,4) @ (4,n_b)``,
-    with the math and depth guard of :meth:`relam.tasks.Camera.project` (from ``camera.K`` and
-    ``camera.world_to_cam``; |z| < 1e-9 -> 1e-9).  No (F,N,3,3) gather, no (F*N,3) temporaries.
+    A single frame (pos (B,3)) gathers each point's pose and calls ``camera.project``. Several
+    frames (the offline ``track`` of about 1,200 candidate pixels through about 100 frames of a
+    rollout) compose, per body, its pose with the camera's extrinsics (one rotation and shift per frame),
+    take that body's points into the camera frame with one matmul over all frames, and hand the
+    result to :meth:`relam.tasks.Camera.pixels`: no (F,N,3,3) gather; the same pixels up to
+    rounding (~1e-13 px). A camera without ``pixels`` (and ``world_to_cam``) takes the gather path.
     """
     pos = np.asarray(pos, dtype=np.float64)
     rot = np.asarray(rot, dtype=np.float64)
-    K = getattr(camera, "K", None)
-    w2c = getattr(camera, "world_to_cam", None)
-    if pos.ndim <= 2 or K is None or w2c is None:
+    if pos.ndim <= 2 or not hasattr(camera, "pixels"):  # one frame (every env step): the plain way
         world = np.einsum("...nij,nj->...ni", rot[..., body, :, :], local) + pos[..., body, :]
         lead = world.shape[:-1]
         uv, _ = camera.project(world.reshape(-1, 3))
         return np.asarray(uv, dtype=np.float64).reshape(*lead, 2)
     body = np.asarray(body).reshape(-1)
     local = np.asarray(local, dtype=np.float64).reshape(-1, 3)
-    K = np.asarray(K, dtype=np.float64)
-    w2c = np.asarray(w2c, dtype=np.float64)
-    lead = pos.shape[:-2]
-    n_bodies = pos.shape[-2]
-    pos = pos.reshape(-1, n_bodies, 3)
-    rot = rot.reshape(-1, n_bodies, 3, 3)
-    # camera rows (K2 @ [R|t] for u, v; the plain depth row for z): u = row0 / z + cx, etc.
-    G = np.eye(3)
-    G[:2, :2] = K[:2, :2]
-    C = G @ w2c[:3, :4]
-    c = K[:2, 2]
-    out = np.empty((pos.shape[0], body.shape[0], 2))
-    order = np.argsort(body, kind="stable")
-    bodies, starts = np.unique(body[order], return_index=True)
-    ends = np.append(starts[1:], body.shape[0])
-    M = np.empty((pos.shape[0], 3, 4))
-    for b, i0, i1 in zip(bodies, starts, ends):
-        idx = order[i0:i1]
-        np.matmul(C[:, :3], rot[:, b], out=M[:, :, :3])  # (F,3,3)
-        np.matmul(pos[:, b], C[:, :3].T, out=M[:, :, 3])
-        M[:, :, 3] += C[:, 3]
-        pts = np.empty((4, idx.shape[0]))
-        pts[:3] = local[idx].T
-        pts[3] = 1.0
-        r = (M.reshape(-1, 4) @ pts).reshape(M.shape[0], 3, -1)  # (F,3,n_b): K2-scaled x, y; depth z
-        z = r[:, 2]
-        np.copyto(z, 1e-9, where=np.abs(z) < 1e-9)
-        r[:, :2] /= z[:, None, :]
-        r[:, :2] += c[:, None]
-        out[:, idx, :] = r[:, :2].transpose(0, 2, 1)
-    return out.reshape(*lead, body.shape[0], 2)
+    lead, n_bodies = pos.shape[:-2], pos.shape[-2]
+    pos, rot = pos.reshape(-1, n_bodies, 3), rot.reshape(-1, n_bodies, 3, 3)
+    w2c = np.asarray(camera.world_to_cam, dtype=np.float64)
+    Rc, tc = w2c[:3, :3], w2c[:3, 3]
+    pc = np.empty((pos.shape[0], body.shape[0], 3))
+    for b in np.unique(body):
+        idx = np.flatnonzero(body == b)
+        R = Rc @ rot[:, b]  # (F,3,3): body frame -> camera frame
+        t = pos[:, b] @ Rc.T + tc  # (F,3)
+        pc[:, idx] = np.swapaxes(R @ local[idx].T, 1, 2) + t[:, None, :]
+    return camera.pixels(pc).reshape(*lead, body.shape[0], 2)
 
 
 class SimTracker:
