@@ -27,7 +27,6 @@ ReLAM's labelling of one trajectory (the offline twin of :class:`relam.wrappers.
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 from pathlib import Path
 from typing import Any, Callable, Literal
