@@ -91,11 +91,13 @@ class Budget(BaseModel):
     offline_trajectories: int | None = Field(
         default=None, ge=2, strict=True,
         description="offline control-set size, half expert, half noisy (None: 2 x n_demos, the paper's 100 + 100)")
-    policy_input: Literal["image+points", "points"] = Field(
+    policy_input: Literal["image+points", "points", "points+proprio"] = Field(
         default="image+points",
         description="what a keypoint method's online policy sees: the paper's 64 px image + current and "
-                    "target keypoints, or the keypoints alone (the fast loop: nothing rendered after reset). "
-                    "Image-only methods cannot run with 'points'")
+                    "target keypoints, the keypoints alone (the fast loop: nothing rendered after reset), or "
+                    "the keypoints and the gripper's position and opening (the fast loop, with the depth a "
+                    "single view's 2-D points lose; not the paper's input). Image-only methods need "
+                    "'image+points'")
     n_envs: int = Field(default=1, ge=1, strict=True, description="parallel environments of online PPO (the "
                                                                   "rollout stays 2000 steps, split between them)")
     log_std_init: float = Field(default=0.0, strict=True,
@@ -223,7 +225,7 @@ class RewardMethod:
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     #: the budget ``policy_input`` values the method can train with (image-only reward models
     #: have no keypoints to give a points-only policy); spec validation checks it.
-    policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points")
+    policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points", "points+proprio")
 
     def run(self, ctx: RunContext) -> RunResult:
         """Train and evaluate one run: :meth:`online` on a Meta-World task, :meth:`offline` elsewhere."""

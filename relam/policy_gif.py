@@ -159,7 +159,7 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     input) with the simulator rendering every step; returns (env for the policy, the ReLAM wrapper)."""
     from relam.relam_method import make_planner, reward_settings
     from relam.tasks import make_env
-    from relam.wrappers import PolicyImageSize, ReLAMWrapper
+    from relam.wrappers import GripperProprio, PolicyImageSize, ReLAMWrapper
 
     s = ctx.settings
     with_image = ctx.budget.policy_input == "image+points"
@@ -170,6 +170,8 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     # can (Meta-World, sim tracker: relam.wrappers.make_relam_env's "auto"), else area-averaged
     source = "render" if hasattr(base, "render_rgb_at") else "downsample"
     env = PolicyImageSize(wrapper, 64, source=source) if with_image else wrapper
+    if ctx.budget.policy_input == "points+proprio":
+        env = GripperProprio(env)
     return env, wrapper
 
 

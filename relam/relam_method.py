@@ -279,7 +279,7 @@ class ReLAM(RewardMethod):
 
         def env_fn(seed: int):
             return make_relam_env(spec, planner, seed=seed, settings=reward, n_points=s.n_points,
-                                  include_image=with_image)
+                                  include_image=with_image, include_proprio=b.policy_input == "points+proprio")
 
         return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes,
                          ctx.seed, progress=ctx.progress, title=f"ReLAM {spec.name} seed {ctx.seed}")

@@ -50,7 +50,7 @@ def test_an_image_only_method_with_a_points_only_budget_is_a_spec_error(tmp_path
 
 
 def test_policy_inputs_come_from_the_registered_classes():
-    assert policy_inputs("relam") == ("image+points", "points")
+    assert policy_inputs("relam") == ("image+points", "points", "points+proprio")
     assert policy_inputs("dacfo") == ("image+points",)
 
 
@@ -92,3 +92,36 @@ def test_each_env_gets_its_own_seed_and_the_policy_its_std():
     assert seeds[0] == 7 and len(set(seeds)) == 4 and seeds == [env_seed(7, i) for i in range(4)]
     model = make_ppo(venv, settings)
     assert model.n_steps == 10 and np.allclose(model.policy.log_std.detach().numpy(), -0.5)
+
+
+def test_points_plus_proprio_gives_the_policy_the_gripper_position_and_opening():
+    """The points+proprio input adds the simulator's hand position (m) and finger opening, read at
+    every step, and the policy's point MLP takes it in; the reward does not read it."""
+    import torch as th
+
+    from relam.rl.policies import KeypointImageExtractor
+    from relam.wrappers import FixedSubgoals, make_relam_env
+
+    plan = np.zeros((2, 4, 2))
+    env = make_relam_env("drawer-open-v3", FixedSubgoals(plan), seed=0, include_image=False, include_proprio=True)
+    try:
+        obs, _ = env.reset(seed=3)
+        assert set(obs) == {"keypoints", "target", "proprio"} and obs["proprio"].shape == (4,)
+        assert np.allclose(obs["proprio"], env.unwrapped.state()[:4])
+        before = obs["proprio"].copy()
+        for _ in range(5):
+            obs, *_ = env.step(np.array([0.0, 0.0, 1.0, 0.0], np.float32))  # move the hand up
+        assert obs["proprio"][2] > before[2] + 1e-3
+        ext = KeypointImageExtractor(env.observation_space)
+        assert ext.point_keys == ["keypoints", "target", "proprio"]
+        feats = ext({k: th.as_tensor(v)[None] for k, v in obs.items()})
+        assert feats.shape == (1, ext.features_dim)
+    finally:
+        env.close()
+
+
+def test_proprio_needs_a_simulator_state():
+    from relam.wrappers import GripperProprio
+
+    with pytest.raises(ValueError, match="no simulator state"):
+        GripperProprio(_SeedEcho(0))

@@ -46,7 +46,8 @@ class KeypointImageExtractor(BaseFeaturesExtractor):
     """Features = concat(CNN(image), MLP(keypoints, target)) for a Dict observation.
 
     Expects keys ``image`` (C, H, W) (SB3 divides uint8 images by 255 before this module),
-    ``keypoints`` and ``target`` (flattened normalised points).
+    ``keypoints`` and ``target`` (flattened normalised points); an optional ``proprio`` vector
+    (:class:`relam.wrappers.GripperProprio`) joins the points' MLP input.
     """
 
     def __init__(
@@ -70,8 +71,8 @@ class KeypointImageExtractor(BaseFeaturesExtractor):
         if not (len(cnn_channels) == len(cnn_kernels) == len(cnn_strides)):
             raise ValueError("KeypointImageExtractor: cnn_channels, cnn_kernels, cnn_strides must have equal lengths")
         has_image = "image" in observation_space.spaces
-        n_point_in = (observation_space["keypoints"].shape[0] + observation_space["target"].shape[0]
-                      if has_points else 0)
+        self.point_keys = [k for k in ("keypoints", "target", "proprio") if k in keys] if has_points else []
+        n_point_in = sum(int(observation_space[k].shape[0]) for k in self.point_keys)
         point_out = (int(point_hidden[-1]) if point_hidden else n_point_in) if has_points else 0
         features_dim = point_out + (int(image_dim) if has_image else 0)
         super().__init__(observation_space, features_dim)
@@ -103,5 +104,5 @@ class KeypointImageExtractor(BaseFeaturesExtractor):
         if self.cnn is not None:
             feats.append(self.cnn(observations["image"]))
         if self.point_mlp is not None:
-            feats.append(self.point_mlp(th.cat([observations["keypoints"], observations["target"]], dim=1)))
+            feats.append(self.point_mlp(th.cat([observations[k] for k in self.point_keys], dim=1)))
         return th.cat(feats, dim=1)
