@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-episodes", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image", action="store_true", help="also give the policy the 64 px image")
+    ap.add_argument("--proprio", action="store_true",
+                    help="also give the policy the gripper's position and opening (policy_input points+proprio)")
     ap.add_argument("--shape", default="piecewise_linear", help="reward shape (relam.reward.SHAPES)")
     ap.add_argument("--theta", type=float, default=None, help="subgoal threshold theta_s in px (default: RewardSettings)")
     ap.add_argument("--final-theta", type=float, default=None,
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = dict(task.prompts)
         prompts[task.arm_prompt] = tuple(args.arm_bodies)
         task = dataclasses.replace(task, prompts=prompts)
-    mode = ("image" if args.image else "points") + ("-gen" if args.subgoals == "generated" else "")
+    mode = ("image" if args.image else "points") + ("+proprio" if args.proprio else "") + ("-gen" if args.subgoals == "generated" else "")
     # the step budget is part of the name: a longer run must not resume a shorter one's checkpoint,
     # whose learning-rate schedule annealed to 0 at the shorter budget
     variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-"
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def env_fn(seed: int):
         return make_relam_env(task, planner, seed=seed, settings=reward, n_points=args.n_points,
-                              include_image=args.image, policy_image_size=64)
+                              include_image=args.image, policy_image_size=64, include_proprio=args.proprio)
 
     t0 = time.time()
     res = train_ppo(env_fn, ppo, out, total_steps=args.steps, eval_every=args.eval_every,
