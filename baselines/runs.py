@@ -15,7 +15,7 @@ __all__ = ["require_image_input", "ppo_with_model", "online_run", "offline_run"]
 
 def require_image_input(ctx: Any, title: str) -> None:
     """Image-only methods have no keypoints to give a points-only policy: say so, naming the field."""
-    if ctx.budget.policy_input != "image+points":
+    if not ctx.budget.sees_image:
         raise ValueError(
             f"{title} learns from images only; the budget's policy_input={ctx.budget.policy_input!r} gives the "
             "policy keypoints alone. Set policy_input: image+points in the spec's budget for this scale, or "

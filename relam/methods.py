@@ -127,6 +127,16 @@ class Budget(BaseModel):
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
                                                  "lr_schedule": "constant", "iql_encoder": "separate"}
 
+    @property
+    def sees_image(self) -> bool:
+        """Whether the online policy gets the 64 px image (``policy_input`` image+points)."""
+        return self.policy_input == "image+points"
+
+    @property
+    def sees_proprio(self) -> bool:
+        """Whether the online policy gets the gripper's position and opening (points+proprio)."""
+        return self.policy_input == "points+proprio"
+
     def key_dict(self) -> dict[str, Any]:
         """The budget as it enters run keys: late fields at their default are absent, so records
         made before those fields existed keep their keys."""

@@ -162,7 +162,7 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     from relam.wrappers import GripperProprio, PolicyImageSize, ReLAMWrapper
 
     s = ctx.settings
-    with_image = ctx.budget.policy_input == "image+points"
+    with_image = ctx.budget.sees_image
     base = make_env(ctx.task_spec(), seed=None, render=True)
     wrapper = ReLAMWrapper(base, make_planner(ctx), settings=reward_settings(ctx),
                            n_points=s.n_points, include_image=with_image, seed=ctx.seed)
@@ -170,7 +170,7 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     # can (Meta-World, sim tracker: relam.wrappers.make_relam_env's "auto"), else area-averaged
     source = "render" if hasattr(base, "render_rgb_at") else "downsample"
     env = PolicyImageSize(wrapper, 64, source=source) if with_image else wrapper
-    if ctx.budget.policy_input == "points+proprio":
+    if ctx.budget.sees_proprio:
         env = GripperProprio(env)
     return env, wrapper
 

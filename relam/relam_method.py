@@ -275,11 +275,10 @@ class ReLAM(RewardMethod):
         spec, planner, reward = ctx.task_spec(), make_planner(ctx), reward_settings(ctx)
         b = ctx.budget
         ppo = ctx.ppo_settings()
-        with_image = b.policy_input == "image+points"
 
         def env_fn(seed: int):
             return make_relam_env(spec, planner, seed=seed, settings=reward, n_points=s.n_points,
-                                  include_image=with_image, include_proprio=b.policy_input == "points+proprio")
+                                  include_image=b.sees_image, include_proprio=b.sees_proprio)
 
         return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes,
                          ctx.seed, progress=ctx.progress, title=f"ReLAM {spec.name} seed {ctx.seed}")
