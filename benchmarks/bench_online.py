@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shape", default="piecewise_linear", help="reward shape (relam.reward.SHAPES)")
     ap.add_argument("--theta", type=float, default=None, help="subgoal threshold theta_s in px (default: RewardSettings)")
     ap.add_argument("--final-theta", type=float, default=None,
-                    help="the last subgoal's threshold in px (RewardSettings.final_theta_s; default: theta_s)")
+                    help="the last subgoal's threshold in px (RewardSettings.final_theta_s; default: the task "
+                         "entry's final_theta_s, else theta_s)")
     ap.add_argument("--subgoals", choices=("ground_truth", "generated"), default="ground_truth",
                     help="ground truth (expert rollout from the same start) or the anticipation model's "
                          "(trained once at the quick scale on --n-demos demos and cached)")
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         prompts = dict(task.prompts)
         prompts[task.arm_prompt] = tuple(args.arm_bodies)
         task = dataclasses.replace(task, prompts=prompts)
+    final_theta = args.final_theta if args.final_theta is not None else task.final_theta_s
     mode = ("image" if args.image else "points") + ("+proprio" if args.proprio else "") + ("-gen" if args.subgoals == "generated" else "")
     # the step budget is part of the name: a longer run must not resume a shorter one's checkpoint,
     # whose learning-rate schedule annealed to 0 at the shorter budget
     variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-"
-               + (f"fth{args.final_theta:g}-" if args.final_theta is not None else "")
+               + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + f"{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
@@ -121,13 +123,12 @@ def main(argv: list[str] | None = None) -> int:
 
     variant += "-t" + settings_hash({"entry": task.to_dict(), "run": run_only_fields(task)})[:6]
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
-    reward = RewardSettings(shape=args.shape)
+    # the task entry's last-subgoal threshold, as relam run uses it (button-press-wall-v3: 3 px)
+    reward = RewardSettings(shape=args.shape, final_theta_s=final_theta)
     if args.theta is not None:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:
         reward = dataclasses.replace(reward, reach=args.reach)
-    if args.final_theta is not None:
-        reward = dataclasses.replace(reward, final_theta_s=args.final_theta)
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 

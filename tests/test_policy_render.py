@@ -209,10 +209,11 @@ def _runs(spec: str, scale: str = "quick") -> list:
 
 
 #: run keys before the change (commit aa59fb3), of cached runs (button-press-wall's changed since
-#: with its final_theta_s, a3db309; door-open-v3's with its own camera and fps_arm keypoints)
-POINTS_KEYS = {("drawer-open-v3", "ReLAM (ground truth)", 0): "1bb359b39daf850e",
-               ("drawer-open-v3", "ReLAM (anticipated)", 0): "4e390145866d9f0a"}
-IMAGE_KEYS_BEFORE = {"drawer-open-v3": "3a9a8df60b393f54", "PushCube-v1": "9a49a7479717461b"}
+#: with its final_theta_s, a3db309; door-open-v3's with its own camera and fps_arm keypoints;
+#: drawer-open-v3's with its camera's fovy 30, session 12: new values pinned, same checks)
+POINTS_KEYS = {("drawer-open-v3", "ReLAM (ground truth)", 0): "e4b24286a289cb29",
+               ("drawer-open-v3", "ReLAM (anticipated)", 0): "98df101940281344"}
+IMAGE_KEYS_BEFORE = {"drawer-open-v3": "ab8ae11158d61003", "PushCube-v1": "9a49a7479717461b"}
 
 
 def test_points_only_run_keys_unchanged():
