@@ -5,17 +5,20 @@ each baseline's labeller on ManiSkill's control sets (``benchmarks/bench_offline
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
 from baselines.common import FrameRewardModel
 
+if TYPE_CHECKING:
+    from relam.tasks import TaskSpec
+
 __all__ = ["random_action_videos", "expert_vs_random", "ranking_auc", "OFFLINE_LABELLERS",
            "offline_reward_sanity", "relam_offline_labeller", "sanity_order", "sanity_table"]
 
 
-def random_action_videos(task: str, n: int, steps: int, seed: int = 0, cache: bool = True) -> list[np.ndarray]:
+def random_action_videos(task: str | TaskSpec, n: int, steps: int, seed: int = 0, cache: bool = True) -> list[np.ndarray]:
     """``n`` videos (steps+1,H,W,3) of uniform random actions from seeded resets (the 'random' reference).
 
     Env seeds ``seed*1000 + i``, action noise from ``default_rng(seed)``.  Rendering is

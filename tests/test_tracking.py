@@ -154,7 +154,9 @@ def test_sim_tracker_points_stay_on_their_body(real_demos):
             seen = demo.body_seg[t][r, c]
             # a point is either seen on its own body or hidden behind another tracked body (the arm
             # in front of the drawer); landing on the background would mean it slipped off.
-            assert own.mean() > 0.9, (demo.task, t, own.mean())
+            # at most 15% hidden: at drawer's fovy 30 the arm covers up to 13% of the tracked pixels
+            # late in the pull (11-13% on another body, under 1% on the background; under 10% at fovy 45)
+            assert own.mean() > 0.85, (demo.task, t, own.mean())
             assert ((seen < 0) & ~own).mean() < 0.03, (demo.task, t)
 
 
