@@ -1,4 +1,4 @@
-"""Reproduction of Figure 6(c): generated versus ground-truth subgoals.
+"""Reproduction of Figure 6(c), keypoint half: generated versus ground-truth keypoint subgoals (ReLAM).
 
 Generated from experiments/fig6c.yaml (see conftest.py for what each scale checks)."""
 SPEC = "fig6c"

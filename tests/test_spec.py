@@ -231,7 +231,7 @@ def test_unknown_spec_name():
 
 def test_shipped_specs_validate_and_expand():
     names = list_specs()
-    assert {"table4", "fig4", "fig5", "fig6a", "fig6b", "fig6c"} <= set(names)
+    assert {"table4", "fig4", "fig5", "fig6a", "fig6b", "fig6c", "fig6c_images"} <= set(names)
     for n in names:
         spec = load_spec(n)
         for scale in ("smoke", "quick", "paper"):
