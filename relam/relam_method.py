@@ -111,9 +111,11 @@ def make_planner(ctx: RunContext):
 
 def reward_settings(ctx: RunContext) -> RewardSettings:
     """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b) and the
-    task entry's last-subgoal threshold (``final_theta_s``; None on most tasks: theta_s)."""
+    task entry's last-subgoal threshold (``final_theta_s``; None on most tasks: theta_s) and
+    ``skip_ahead`` (0 on most tasks: strict order)."""
+    task = ctx.task_spec()
     return RewardSettings(shape=ctx.settings.reward_shape,  # type: ignore[attr-defined]
-                          final_theta_s=ctx.task_spec().final_theta_s)
+                          final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead)
 
 
 # --------------------------------------------------------------------------- offline labelling

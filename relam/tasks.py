@@ -81,6 +81,10 @@ class TaskSpec:
     #: against theta_s (the button: 8.6-9.0 px), so that meeting the last subgoal means the task is
     #: done. It shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
     final_theta_s: float | None = None
+    #: subgoals past the current target that the ReLAM reward lets a policy meet directly (see
+    #: :attr:`relam.reward.RewardSettings.skip_ahead`; 0: strict order). Like ``final_theta_s`` it
+    #: shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
+    skip_ahead: int = 0
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -109,7 +113,7 @@ class TaskSpec:
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
-_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s")
+_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead")
 
 
 def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
@@ -123,7 +127,7 @@ _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
-    "keypoint_rule": str, "final_theta_s": (int, float),
+    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -161,6 +165,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
     if "final_theta_s" in entry and not entry["final_theta_s"] > 0:
         raise TaskError(f"{where}: field 'final_theta_s' must be > 0 (pixels; leave it out for theta_s), "
                         f"got {entry['final_theta_s']!r}")
+    if entry.get("skip_ahead", 0) < 0:
+        raise TaskError(f"{where}: field 'skip_ahead' must be >= 0 (subgoals past the current one that may be "
+                        f"met directly; leave it out for the strict order), got {entry['skip_ahead']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -201,6 +208,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         keyframe_max_step=int(entry["keyframe_max_step"]) if "keyframe_max_step" in entry else None,
         keypoint_rule=entry.get("keypoint_rule", "fps"),
         final_theta_s=float(entry["final_theta_s"]) if "final_theta_s" in entry else None,
+        skip_ahead=int(entry.get("skip_ahead", 0)),
     )
 
 

@@ -223,6 +223,41 @@ def test_final_theta_s_tightens_the_last_subgoal_only():
         RewardSettings(final_theta_s=0.0)
 
 
+def test_skip_ahead_meets_a_later_subgoal_directly():
+    """A policy that cuts the corner of a turn (never within theta_s of subgoal 1) but meets
+    subgoal 2: strict order keeps it at stage 0; skip_ahead = 1 counts both as reached on that
+    step and pays both stage bonuses and the final bonus."""
+    corner = SG[0] + [0.0, 20.0]  # 20 px off subgoal 1, on the way to subgoal 2
+    track = np.stack([START, corner, SG[1] + 1.0])
+    strict = RewardSettings(theta_s=6.0)
+    skip = RewardSettings(theta_s=6.0, skip_ahead=1)
+    assert label_trajectory(track, SG, strict)[1].tolist() == [0, 0, 0]
+    rewards, stages, reached = label_trajectory(track, SG, skip)
+    assert stages.tolist() == [0, 0, 2] and reached.tolist() == [False, True]
+    d = keypoint_distance(SG[1] + 1.0, SG[0])  # the distance term is still to the target of the step
+    assert rewards[1] == pytest.approx(float(shape_reward(d, skip)) - 2 * skip.unreached_penalty
+                                       + 2 * skip.stage_bonus + skip.final_bonus)
+    # the farthest subgoal within reach wins; one beyond reach does not count
+    sg3 = np.stack([SG[0], SG[1], SG[1] + [40.0, 0.0]])
+    rew = ReLAMReward(RewardSettings(theta_s=6.0, skip_ahead=1))
+    rew.reset(sg3)
+    assert not rew.step(sg3[2]).reached  # subgoal 3 is two past the target
+    out = rew.step(sg3[1])
+    assert out.reached and out.next_stage == 2 and rew.tracker.last_advance == 2
+    # the last subgoal keeps its own threshold when it is skipped into
+    tight = ReLAMReward(RewardSettings(theta_s=6.0, final_theta_s=2.0, skip_ahead=1))
+    tight.reset(SG)
+    assert not tight.step(SG[1] + 4.0).reached and tight.step(SG[1] + 1.0).all_reached
+
+
+def test_skip_ahead_validates_and_keeps_old_keys():
+    assert "skip_ahead" not in RewardSettings().to_dict()  # labelled datasets keep their keys
+    assert RewardSettings(skip_ahead=2).to_dict()["skip_ahead"] == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="skip_ahead"):
+            RewardSettings(skip_ahead=bad)
+
+
 def _reference_rewards(track, subgoals, s):
     """The online reward as written before issue 21's fast path (array round trips, distances
     computed twice): keypoint_distance + the array form of shape_reward + the per-point test."""

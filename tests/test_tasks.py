@@ -34,6 +34,8 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"keyframe_max_step": 2}, "keyframe_max_step"),
     ({"final_theta_s": 0}, "final_theta_s"),
     ({"final_theta_s": "tight"}, "final_theta_s"),
+    ({"skip_ahead": -1}, "skip_ahead"),
+    ({"skip_ahead": 1.5}, "skip_ahead"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
@@ -160,3 +162,9 @@ def test_final_theta_s_keys_runs_not_demos(monkeypatch, tmp_path):
                      budget=Budget(train_steps=10, eval_every=10, eval_episodes=1), scale="smoke",
                      out_dir=tmp_path)
     assert reward_settings(ctx).final_theta_s == 3.0
+    # skip_ahead travels the same way
+    skip = dataclasses.replace(base, skip_ahead=1)
+    assert skip.to_dict() == base.to_dict() and tasks.run_only_fields(skip) == {"skip_ahead": 1}
+    monkeypatch.setattr(tasks, "get_task", lambda name: skip if str(name) == "drawer-open-v3" else base)
+    assert run.resolved()["skip_ahead"] == 1 and run.key != before
+    assert reward_settings(ctx).skip_ahead == 1
