@@ -121,6 +121,15 @@ class RewardSettings:
     final_bonus: float = 10.0
     #: paid every step for every subgoal not yet reached (see the module docstring for why).
     unreached_penalty: float = 1.0
+    #: how the per-stage term is paid: ``"unreached"`` -- ``-unreached_penalty`` per subgoal not yet
+    #: reached (every step of stage 0 costs ``n_subgoals * unreached_penalty``); ``"reached"`` --
+    #: ``+unreached_penalty`` per subgoal already reached. The two differ by ``n_subgoals *
+    #: unreached_penalty`` on every step of an episode, a constant within it, so with a fixed horizon
+    #: (no early termination, as here) they order every pair of behaviours alike and have the same
+    #: optimal policy; what changes is the return's scale in stage 0, which PPO's reward
+    #: normalisation divides by: with the door's 7-9 subgoals the constant is -7..-9 a step against a
+    #: distance term that moves by about 0.01 a step. Not in the paper's text.
+    stage_term: Literal["unreached", "reached"] = "unreached"
     #: also pay ``env_success_bonus`` on every step where the simulator reports success (off in the
     #: paper's setting: ReLAM does not see the task's success signal).
     pay_env_success: bool = False
@@ -141,6 +150,9 @@ class RewardSettings:
         if not isinstance(self.skip_ahead, int) or isinstance(self.skip_ahead, bool) or self.skip_ahead < 0:
             raise ValueError(f"RewardSettings.skip_ahead={self.skip_ahead!r}: must be an int >= 0 (subgoals past "
                              "the current target that may be met directly; 0: strict order)")
+        if self.stage_term not in ("unreached", "reached"):
+            raise ValueError(f"RewardSettings.stage_term={self.stage_term!r}: choose 'unreached' (a penalty per "
+                             "subgoal not yet reached) or 'reached' (the same per subgoal reached)")
         if self.reach not in ("every", "mean"):
             raise ValueError(f"RewardSettings.reach={self.reach!r}: choose 'every' (each keypoint within "
                              "theta_s) or 'mean' (the mean keypoint distance within theta_s)")
@@ -172,11 +184,12 @@ class RewardSettings:
         return self.unreached_penalty >= self.reward_range
 
     def to_dict(self) -> dict:
-        """The settings as plain data (they key labelled datasets): ``skip_ahead``, added later, is
-        left out at its default 0 so that existing keys stay put."""
+        """The settings as plain data (they key labelled datasets): ``skip_ahead`` and ``stage_term``,
+        added later, are left out at their defaults so that existing keys stay put."""
         d = dataclasses.asdict(self)
-        if d["skip_ahead"] == 0:
-            del d["skip_ahead"]
+        for name, default in (("skip_ahead", 0), ("stage_term", "unreached")):
+            if d[name] == default:
+                del d[name]
         return d
 
 
@@ -272,7 +285,10 @@ def stage_reward(
     if not 0 <= stage <= n_subgoals:
         raise ValueError(f"stage_reward: stage={stage} outside [0, n_subgoals={n_subgoals}]")
     r = float(shape_reward(distance, settings))
-    r -= settings.unreached_penalty * (n_subgoals - stage)
+    if settings.stage_term == "reached":
+        r += settings.unreached_penalty * stage
+    else:
+        r -= settings.unreached_penalty * (n_subgoals - stage)
     n_reached = int(reached)
     if n_reached:
         if stage + n_reached > n_subgoals:

@@ -165,6 +165,23 @@ def test_return_orders_reference_behaviours(shape):
             assert hold > random, (shape, gamma, hold, random)
 
 
+def test_stage_term_reached_is_the_same_reward_shifted_by_a_constant():
+    """stage_term "reached" pays +p per reached subgoal where "unreached" pays -p per unreached one:
+    every step differs by exactly n_subgoals * p, so equal-length behaviours keep their order."""
+    plain, shifted = RewardSettings(), RewardSettings(stage_term="reached")
+    tracks = [expert_path(), stop_after_first(), hold_still(), random_walk(0)]
+    for track in tracks:
+        a, sa, _ = label_trajectory(track, SG, plain)
+        b, sb, _ = label_trajectory(track, SG, shifted)
+        assert sa.tolist() == sb.tolist()
+        np.testing.assert_allclose(b - a, len(SG) * plain.unreached_penalty, rtol=0, atol=1e-5)
+    rets = [float(label_trajectory(t, SG, shifted)[0].sum()) for t in tracks[:3]]
+    assert rets[0] > rets[1] > rets[2]
+    assert "stage_term" not in plain.to_dict() and shifted.to_dict()["stage_term"] == "reached"
+    with pytest.raises(ValueError, match="stage_term"):
+        RewardSettings(stage_term="both")
+
+
 def test_without_unreached_penalty_order_breaks():
     """The reason for the penalty: a plain distance-to-current-subgoal reward punishes progress."""
     s = RewardSettings(unreached_penalty=0.0, stage_bonus=0.0, final_bonus=0.0)
