@@ -121,15 +121,17 @@ class RewardSettings:
     final_bonus: float = 10.0
     #: paid every step for every subgoal not yet reached (see the module docstring for why).
     unreached_penalty: float = 1.0
-    #: how the per-stage term is paid: ``"unreached"`` -- ``-unreached_penalty`` per subgoal not yet
-    #: reached (every step of stage 0 costs ``n_subgoals * unreached_penalty``); ``"reached"`` --
-    #: ``+unreached_penalty`` per subgoal already reached. The two differ by ``n_subgoals *
-    #: unreached_penalty`` on every step of an episode, a constant within it, so with a fixed horizon
-    #: (no early termination, as here) they order every pair of behaviours alike and have the same
-    #: optimal policy; what changes is the return's scale in stage 0, which PPO's reward
-    #: normalisation divides by: with the door's 7-9 subgoals the constant is -7..-9 a step against a
-    #: distance term that moves by about 0.01 a step. Not in the paper's text.
-    stage_term: Literal["unreached", "reached"] = "unreached"
+    #: the per-stage term: ``"unreached"`` -- ``-unreached_penalty`` per subgoal not yet reached,
+    #: every step (stage 0 of a door plan with 7-9 subgoals costs 7-9 a step against a distance term
+    #: that moves by about 0.01 a step); ``"current"`` -- ``-unreached_penalty`` a step while any
+    #: subgoal is unreached, whatever their number. Under the segmented GAE of appendix A.3 (each
+    #: subgoal's segment is its own episode for the advantages) both make every step of an
+    #: unfinished segment cost at least ``unreached_penalty``, so "reach the subgoal fast" holds;
+    #: ``"current"`` gives up the whole-episode ordering of the module docstring (it relies on the
+    #: segmented GAE, ``PPOSettings.segment_gae``). A bonus per *reached* subgoal instead (positive
+    #: steps after the first subgoal) was tried on door and button and taught the policy to stay short
+    #: of the next subgoal: it ends the segment's positive stream. Not in the paper's text.
+    stage_term: Literal["unreached", "current"] = "unreached"
     #: also pay ``env_success_bonus`` on every step where the simulator reports success (off in the
     #: paper's setting: ReLAM does not see the task's success signal).
     pay_env_success: bool = False
@@ -150,9 +152,9 @@ class RewardSettings:
         if not isinstance(self.skip_ahead, int) or isinstance(self.skip_ahead, bool) or self.skip_ahead < 0:
             raise ValueError(f"RewardSettings.skip_ahead={self.skip_ahead!r}: must be an int >= 0 (subgoals past "
                              "the current target that may be met directly; 0: strict order)")
-        if self.stage_term not in ("unreached", "reached"):
+        if self.stage_term not in ("unreached", "current"):
             raise ValueError(f"RewardSettings.stage_term={self.stage_term!r}: choose 'unreached' (a penalty per "
-                             "subgoal not yet reached) or 'reached' (the same per subgoal reached)")
+                             "subgoal not yet reached) or 'current' (one penalty a step until all are reached)")
         if self.reach not in ("every", "mean"):
             raise ValueError(f"RewardSettings.reach={self.reach!r}: choose 'every' (each keypoint within "
                              "theta_s) or 'mean' (the mean keypoint distance within theta_s)")
@@ -285,10 +287,10 @@ def stage_reward(
     if not 0 <= stage <= n_subgoals:
         raise ValueError(f"stage_reward: stage={stage} outside [0, n_subgoals={n_subgoals}]")
     r = float(shape_reward(distance, settings))
-    if settings.stage_term == "reached":
-        r += settings.unreached_penalty * stage
-    else:
-        r -= settings.unreached_penalty * (n_subgoals - stage)
+    unreached = n_subgoals - stage
+    if settings.stage_term == "current":
+        unreached = min(unreached, 1)
+    r -= settings.unreached_penalty * unreached
     n_reached = int(reached)
     if n_reached:
         if stage + n_reached > n_subgoals:

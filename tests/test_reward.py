@@ -165,21 +165,22 @@ def test_return_orders_reference_behaviours(shape):
             assert hold > random, (shape, gamma, hold, random)
 
 
-def test_stage_term_reached_is_the_same_reward_shifted_by_a_constant():
-    """stage_term "reached" pays +p per reached subgoal where "unreached" pays -p per unreached one:
-    every step differs by exactly n_subgoals * p, so equal-length behaviours keep their order."""
-    plain, shifted = RewardSettings(), RewardSettings(stage_term="reached")
-    tracks = [expert_path(), stop_after_first(), hold_still(), random_walk(0)]
-    for track in tracks:
+def test_stage_term_current_pays_one_penalty_until_done():
+    """stage_term "current" costs unreached_penalty a step while any subgoal is unreached (not one
+    per unreached subgoal), and nothing once all are reached; the stages are the same."""
+    plain, current = RewardSettings(), RewardSettings(stage_term="current")
+    for track in (expert_path(), stop_after_first(), hold_still(), random_walk(0)):
         a, sa, _ = label_trajectory(track, SG, plain)
-        b, sb, _ = label_trajectory(track, SG, shifted)
+        b, sb, _ = label_trajectory(track, SG, current)
         assert sa.tolist() == sb.tolist()
-        np.testing.assert_allclose(b - a, len(SG) * plain.unreached_penalty, rtol=0, atol=1e-5)
-    rets = [float(label_trajectory(t, SG, shifted)[0].sum()) for t in tracks[:3]]
-    assert rets[0] > rets[1] > rets[2]
-    assert "stage_term" not in plain.to_dict() and shifted.to_dict()["stage_term"] == "reached"
+        left = len(SG) - sa[:-1]  # unreached subgoals during each step
+        np.testing.assert_allclose(b - a, (left - np.minimum(left, 1)) * plain.unreached_penalty, atol=1e-5)
+    # within a segment every step still costs at least the penalty: "reach it fast" holds
+    r, stages, _ = label_trajectory(hold_still(), SG, current)
+    assert np.all(r <= -current.unreached_penalty) and stages.max() == 0
+    assert "stage_term" not in plain.to_dict() and current.to_dict()["stage_term"] == "current"
     with pytest.raises(ValueError, match="stage_term"):
-        RewardSettings(stage_term="both")
+        RewardSettings(stage_term="reached")
 
 
 def test_without_unreached_penalty_order_breaks():
