@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-ahead", type=int, default=None,
                     help="subgoals past the current target that may be met directly (RewardSettings.skip_ahead; "
                          "default: the task entry's skip_ahead, else 0)")
-    ap.add_argument("--stage-term", choices=("unreached", "current"), default="unreached",
-                    help="RewardSettings.stage_term: a penalty per unreached subgoal (default) or one penalty a "
-                         "step until all are reached")
+    ap.add_argument("--stage-term", choices=("unreached", "current"), default=None,
+                    help="RewardSettings.stage_term: a penalty per unreached subgoal or one penalty a step until "
+                         "all are reached (default: the task entry's stage_term)")
     ap.add_argument("--subgoals", choices=("ground_truth", "generated"), default="ground_truth",
                     help="ground truth (expert rollout from the same start) or the anticipation model's "
                          "(trained once at the quick scale on --n-demos demos and cached)")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-"
                + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + (f"skip{args.skip_ahead}-" if args.skip_ahead is not None else "")
-               + ("" if args.stage_term == "unreached" else f"{args.stage_term}-")
+               + ("" if args.stage_term in (None, "unreached") else f"{args.stage_term}-")
                + f"{args.reach or 'every'}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     # the task entry's last-subgoal threshold, as relam run uses it (button-press-wall-v3: 3 px)
     skip = args.skip_ahead if args.skip_ahead is not None else task.skip_ahead
-    reward = RewardSettings(shape=args.shape, final_theta_s=final_theta, skip_ahead=skip, stage_term=args.stage_term)
+    reward = RewardSettings(shape=args.shape, final_theta_s=final_theta, skip_ahead=skip,
+                            stage_term=args.stage_term or task.stage_term)
     if args.theta is not None:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:

@@ -112,10 +112,11 @@ def make_planner(ctx: RunContext):
 def reward_settings(ctx: RunContext) -> RewardSettings:
     """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b) and the
     task entry's last-subgoal threshold (``final_theta_s``; None on most tasks: theta_s) and
-    ``skip_ahead`` (0 on most tasks: strict order)."""
+    ``skip_ahead`` (0 on most tasks: strict order) and ``stage_term`` (``unreached`` on most)."""
     task = ctx.task_spec()
     return RewardSettings(shape=ctx.settings.reward_shape,  # type: ignore[attr-defined]
-                          final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead)
+                          final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead,
+                          stage_term=task.stage_term)
 
 
 # --------------------------------------------------------------------------- offline labelling

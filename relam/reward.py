@@ -51,10 +51,13 @@ __all__ = [
     "ReLAMReward",
     "label_trajectory",
     "SHAPES",
+    "STAGE_TERMS",
 ]
 
 Shape = Literal["piecewise_linear", "linear", "exponential", "logistic"]
 SHAPES: tuple[str, ...] = ("piecewise_linear", "linear", "exponential", "logistic")
+#: the values of :attr:`RewardSettings.stage_term`
+STAGE_TERMS: tuple[str, ...] = ("unreached", "current")
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class RewardSettings:
         if not isinstance(self.skip_ahead, int) or isinstance(self.skip_ahead, bool) or self.skip_ahead < 0:
             raise ValueError(f"RewardSettings.skip_ahead={self.skip_ahead!r}: must be an int >= 0 (subgoals past "
                              "the current target that may be met directly; 0: strict order)")
-        if self.stage_term not in ("unreached", "current"):
+        if self.stage_term not in STAGE_TERMS:
             raise ValueError(f"RewardSettings.stage_term={self.stage_term!r}: choose 'unreached' (a penalty per "
                              "subgoal not yet reached) or 'current' (one penalty a step until all are reached)")
         if self.reach not in ("every", "mean"):

@@ -24,6 +24,7 @@ import yaml
 
 import relam  # noqa: F401  (sets MUJOCO_GL before any simulator import)
 from relam.keypoints import KEYPOINT_RULES
+from relam.reward import STAGE_TERMS
 
 REGISTRY_FILE = Path(__file__).with_name("tasks.yaml")
 SUITES = ("metaworld", "maniskill")
@@ -85,6 +86,10 @@ class TaskSpec:
     #: :attr:`relam.reward.RewardSettings.skip_ahead`; 0: strict order). Like ``final_theta_s`` it
     #: shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
     skip_ahead: int = 0
+    #: the ReLAM reward's per-stage term for this task (see
+    #: :attr:`relam.reward.RewardSettings.stage_term`; ``unreached``: a penalty per unreached
+    #: subgoal). Shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
+    stage_term: str = "unreached"
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -113,7 +118,7 @@ class TaskSpec:
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
-_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead")
+_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead", "stage_term")
 
 
 def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
@@ -127,7 +132,7 @@ _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
-    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int,
+    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int, "stage_term": str,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -168,6 +173,8 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
     if entry.get("skip_ahead", 0) < 0:
         raise TaskError(f"{where}: field 'skip_ahead' must be >= 0 (subgoals past the current one that may be "
                         f"met directly; leave it out for the strict order), got {entry['skip_ahead']!r}")
+    if entry.get("stage_term", "unreached") not in STAGE_TERMS:
+        raise TaskError(f"{where}: field 'stage_term' must be one of {STAGE_TERMS}, got {entry['stage_term']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -209,6 +216,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         keypoint_rule=entry.get("keypoint_rule", "fps"),
         final_theta_s=float(entry["final_theta_s"]) if "final_theta_s" in entry else None,
         skip_ahead=int(entry.get("skip_ahead", 0)),
+        stage_term=entry.get("stage_term", "unreached"),
     )
 
 

@@ -36,6 +36,7 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"final_theta_s": "tight"}, "final_theta_s"),
     ({"skip_ahead": -1}, "skip_ahead"),
     ({"skip_ahead": 1.5}, "skip_ahead"),
+    ({"stage_term": "reached"}, "stage_term"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
@@ -168,3 +169,7 @@ def test_final_theta_s_keys_runs_not_demos(monkeypatch, tmp_path):
     monkeypatch.setattr(tasks, "get_task", lambda name: skip if str(name) == "drawer-open-v3" else base)
     assert run.resolved()["skip_ahead"] == 1 and run.key != before
     assert reward_settings(ctx).skip_ahead == 1
+    cur = dataclasses.replace(base, stage_term="current")
+    assert cur.to_dict() == base.to_dict() and tasks.run_only_fields(cur) == {"stage_term": "current"}
+    monkeypatch.setattr(tasks, "get_task", lambda name: cur if str(name) == "drawer-open-v3" else base)
+    assert run.key != before and reward_settings(ctx).stage_term == "current"
