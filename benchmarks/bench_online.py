@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     from relam.cache import atomic_write_json, cache_dir
-    from relam.reward import RewardSettings
+    from relam.relam_method import task_reward_settings
     from relam.rl.ppo import PPOSettings, train_ppo
     from relam.wrappers import GroundTruthSubgoals, make_relam_env
 
@@ -131,10 +131,12 @@ def main(argv: list[str] | None = None) -> int:
 
     variant += "-t" + settings_hash({"entry": task.to_dict(), "run": run_only_fields(task)})[:6]
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
-    # the task entry's last-subgoal threshold, as relam run uses it (button-press-wall-v3: 3 px)
-    skip = args.skip_ahead if args.skip_ahead is not None else task.skip_ahead
-    reward = RewardSettings(shape=args.shape, final_theta_s=final_theta, skip_ahead=skip,
-                            stage_term=args.stage_term or task.stage_term)
+    # the task entry's reward fields, as relam run uses them (button-press-wall-v3: final_theta_s 3 px)
+    reward = dataclasses.replace(task_reward_settings(task, args.shape), final_theta_s=final_theta)
+    if args.skip_ahead is not None:
+        reward = dataclasses.replace(reward, skip_ahead=args.skip_ahead)
+    if args.stage_term is not None:
+        reward = dataclasses.replace(reward, stage_term=args.stage_term)
     if args.theta is not None:
         reward = dataclasses.replace(reward, theta_s=args.theta)
     if args.reach is not None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 from filelock import FileLock
@@ -40,8 +40,11 @@ from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, r
 from relam.offline import LabelledTrajectory
 from relam.reward import RewardSettings, label_trajectory
 
+if TYPE_CHECKING:
+    from relam.tasks import TaskSpec
+
 __all__ = ["ReLAMSettings", "ReLAM", "ReLAMLabeller", "relam_labeller", "make_relam_eval_fn", "subgoal_dataset",
-           "anticipation_model", "make_planner", "reward_settings"]
+           "anticipation_model", "make_planner", "reward_settings", "task_reward_settings"]
 
 
 class ReLAMSettings(MethodSettings):
@@ -109,14 +112,18 @@ def make_planner(ctx: RunContext):
     return AnticipationPlanner(model)
 
 
-def reward_settings(ctx: RunContext) -> RewardSettings:
-    """The run's reward settings: the paper's defaults with the spec's reward shape (Fig. 6b) and the
-    task entry's last-subgoal threshold (``final_theta_s``; None on most tasks: theta_s) and
-    ``skip_ahead`` (0 on most tasks: strict order) and ``stage_term`` (``unreached`` on most)."""
-    task = ctx.task_spec()
-    return RewardSettings(shape=ctx.settings.reward_shape,  # type: ignore[attr-defined]
-                          final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead,
+def task_reward_settings(task: TaskSpec, shape: str = "piecewise_linear") -> RewardSettings:
+    """The paper's reward defaults with ``shape`` and the task entry's reward fields: the last-subgoal
+    threshold (``final_theta_s``; None on most tasks: theta_s), ``skip_ahead`` (0 on most: strict
+    order) and ``stage_term`` (``unreached`` on most). The one place a task entry reaches the reward
+    (``relam run`` through :func:`reward_settings`, ``benchmarks/bench_online.py`` directly)."""
+    return RewardSettings(shape=shape, final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead,
                           stage_term=task.stage_term)
+
+
+def reward_settings(ctx: RunContext) -> RewardSettings:
+    """The run's reward settings: :func:`task_reward_settings` with the spec's reward shape (Fig. 6b)."""
+    return task_reward_settings(ctx.task_spec(), ctx.settings.reward_shape)  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- offline labelling
