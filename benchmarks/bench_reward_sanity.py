@@ -275,15 +275,19 @@ def ranking_aucs(task: str, methods: list[str], n: int, n_train: int, a: argpars
         say(_auc_row(task, "dacfo", f"{a.dacfo_steps} steps", [d.reward(v) for v in test_e],
                      [d.reward(v) for v in test_r], seconds=time.time() - t0, **acc))
     if "diffusion_reward" in methods:
-        from baselines.diffusion_reward import DiffusionReward
+        from baselines.diffusion_reward import CE_WEIGHTINGS, DiffusionReward
 
         t0 = time.time()
         ch = tuple(int(c) for c in a.diffusion_channels.split(","))
         m = DiffusionReward(size=a.diffusion_size, channels=ch, batch=16, lr=1e-3, seed=0)
         m.fit(train, steps=a.diffusion_steps, device="cpu")
         m.use_rnd = False
-        say(_auc_row(task, "diffusion_reward", "entropy", [m.reward(v) for v in test_e], [m.reward(v) for v in test_r],
-                     seconds=time.time() - t0))
+        # the entropy term alone under each step weighting (the AUC does not see the standardisation)
+        for w in (m.ce_weighting, *(x for x in CE_WEIGHTINGS if x != m.ce_weighting)):
+            m.ce_weighting = w
+            say(_auc_row(task, "diffusion_reward", "entropy" + ("" if w == "elbo" else f" ({w})"),
+                         [m.reward(v) for v in test_e], [m.reward(v) for v in test_r], seconds=time.time() - t0))
+        m.ce_weighting = CE_WEIGHTINGS[0]
         m.use_rnd = True
         for _ in range(3):
             m.update(train_r)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from baselines.evaluation import expert_vs_random
-from baselines.diffusion_reward import DiffusionReward, linear_alphas_cumprod, noisy_sample
+from baselines.diffusion_reward import CE_WEIGHTINGS, DiffusionReward, linear_alphas_cumprod, noisy_sample
 
 TASK = "drawer-open-v3"
 
@@ -66,14 +66,28 @@ class _GaussianNextFrame(torch.nn.Module):
         return SimpleNamespace(sample=(1 - a).sqrt() * xt / (a * sigma ** 2 + 1 - a))
 
 
+def test_step_weights_the_exact_bound_is_its_last_jump():
+    """Under the Gaussian chain's exact KL (the default) the 99 -> 0 jump outweighs every other step of
+    the 11-step chain more than 1000-fold (the estimate is then nearly the t=0 denoiser's error on the
+    fixed noise, whatever the context); in noise units (``eps``) no step weighs 10x the next one."""
+    elbo = DiffusionReward(size=16, channels=(16, 32)).step_weights()
+    eps = DiffusionReward(size=16, channels=(16, 32), ce_weighting="eps").step_weights()
+    assert len(elbo) == len(eps) == 10 and min(elbo) > 0 and min(eps) > 0
+    assert elbo[-1] > 1000 * sum(elbo[:-1])
+    assert max(b / a for a, b in zip(eps[:-1], eps[1:])) < 10 and eps[-1] < 10
+    with pytest.raises(ValueError, match="ce_weighting"):
+        DiffusionReward(size=16, channels=(16, 32), ce_weighting="simple")
+
+
 def _frames(n, k, value):
     return np.full((n, k, 3, 16, 16), value, np.uint8) if k else np.full((n, 3, 16, 16), value, np.uint8)
 
 
-def test_entropy_reward_prefers_the_confident_context_on_a_known_model():
+@pytest.mark.parametrize("weighting", CE_WEIGHTINGS)
+def test_entropy_reward_prefers_the_confident_context_on_a_known_model(weighting):
     """Lower conditional entropy of what comes next -> higher reward (a sign error or a likelihood of the
     observed frame fails this), conditioned on the frames up to the *reached* one, as in the original."""
-    m = _tiny()
+    m = _tiny(ce_weighting=weighting)
     m.unet = _GaussianNextFrame(m.abar)
     bright, dark = 230, 20
     sure = m.ce_reward_raw(_frames(3, 2, bright), _frames(3, 0, bright))
