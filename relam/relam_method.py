@@ -115,10 +115,11 @@ def make_planner(ctx: RunContext):
 def task_reward_settings(task: TaskSpec, shape: str = "piecewise_linear") -> RewardSettings:
     """The paper's reward defaults with ``shape`` and the task entry's reward fields: the last-subgoal
     threshold (``final_theta_s``; None on most tasks: theta_s), ``skip_ahead`` (0 on most: strict
-    order) and ``stage_term`` (``unreached`` on most). The one place a task entry reaches the reward
-    (``relam run`` through :func:`reward_settings`, ``benchmarks/bench_online.py`` directly)."""
+    order), ``stage_term`` (``unreached`` on most) and ``reach`` (``every`` on most). The one place a
+    task entry reaches the reward (``relam run`` through :func:`reward_settings`,
+    ``benchmarks/bench_online.py`` directly)."""
     return RewardSettings(shape=shape, final_theta_s=task.final_theta_s, skip_ahead=task.skip_ahead,
-                          stage_term=task.stage_term)
+                          stage_term=task.stage_term, reach=task.reach)
 
 
 def reward_settings(ctx: RunContext) -> RewardSettings:

@@ -52,12 +52,15 @@ __all__ = [
     "label_trajectory",
     "SHAPES",
     "STAGE_TERMS",
+    "REACH_RULES",
 ]
 
 Shape = Literal["piecewise_linear", "linear", "exponential", "logistic"]
 SHAPES: tuple[str, ...] = ("piecewise_linear", "linear", "exponential", "logistic")
 #: the values of :attr:`RewardSettings.stage_term`
 STAGE_TERMS: tuple[str, ...] = ("unreached", "current")
+#: the values of :attr:`RewardSettings.reach`
+REACH_RULES: tuple[str, ...] = ("every", "mean")
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ class RewardSettings:
         if self.stage_term not in STAGE_TERMS:
             raise ValueError(f"RewardSettings.stage_term={self.stage_term!r}: choose 'unreached' (a penalty per "
                              "subgoal not yet reached) or 'current' (one penalty a step until all are reached)")
-        if self.reach not in ("every", "mean"):
+        if self.reach not in REACH_RULES:
             raise ValueError(f"RewardSettings.reach={self.reach!r}: choose 'every' (each keypoint within "
                              "theta_s) or 'mean' (the mean keypoint distance within theta_s)")
         if self.unreached_penalty < 0 or self.stage_bonus < 0 or self.final_bonus < 0:

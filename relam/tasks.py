@@ -24,7 +24,7 @@ import yaml
 
 import relam  # noqa: F401  (sets MUJOCO_GL before any simulator import)
 from relam.keypoints import KEYPOINT_RULES
-from relam.reward import STAGE_TERMS
+from relam.reward import REACH_RULES, STAGE_TERMS
 
 REGISTRY_FILE = Path(__file__).with_name("tasks.yaml")
 SUITES = ("metaworld", "maniskill")
@@ -90,6 +90,10 @@ class TaskSpec:
     #: :attr:`relam.reward.RewardSettings.stage_term`; ``unreached``: a penalty per unreached
     #: subgoal). Shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
     stage_term: str = "unreached"
+    #: how the ReLAM reward decides that a subgoal is met for this task (see
+    #: :attr:`relam.reward.RewardSettings.reach`; ``every``: every keypoint within theta_s).
+    #: Shapes the reward, not the demos: out of :meth:`to_dict`, keyed in the run key.
+    reach: str = "every"
 
     @property
     def bodies(self) -> tuple[str, ...]:
@@ -118,7 +122,7 @@ class TaskSpec:
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
-_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead", "stage_term")
+_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead", "stage_term", "reach")
 
 
 def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
@@ -132,7 +136,7 @@ _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
-    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int, "stage_term": str,
+    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int, "stage_term": str, "reach": str,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -175,6 +179,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
                         f"met directly; leave it out for the strict order), got {entry['skip_ahead']!r}")
     if entry.get("stage_term", "unreached") not in STAGE_TERMS:
         raise TaskError(f"{where}: field 'stage_term' must be one of {STAGE_TERMS}, got {entry['stage_term']!r}")
+    if entry.get("reach", "every") not in REACH_RULES:
+        raise TaskError(f"{where}: field 'reach' must be one of {REACH_RULES} (every keypoint within theta_s, or "
+                        f"their mean distance), got {entry['reach']!r}")
     cam = entry["camera"]
     try:
         pose = CameraPose(
@@ -217,6 +224,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         final_theta_s=float(entry["final_theta_s"]) if "final_theta_s" in entry else None,
         skip_ahead=int(entry.get("skip_ahead", 0)),
         stage_term=entry.get("stage_term", "unreached"),
+        reach=entry.get("reach", "every"),
     )
 
 

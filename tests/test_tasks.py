@@ -37,6 +37,7 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"skip_ahead": -1}, "skip_ahead"),
     ({"skip_ahead": 1.5}, "skip_ahead"),
     ({"stage_term": "reached"}, "stage_term"),
+    ({"reach": "all"}, "reach"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
@@ -174,3 +175,7 @@ def test_final_theta_s_keys_runs_not_demos(monkeypatch, tmp_path):
     assert cur.to_dict() == base.to_dict() and tasks.run_only_fields(cur) == {"stage_term": "current"}
     monkeypatch.setattr(tasks, "get_task", lambda name: cur if str(name) == "drawer-open-v3" else base)
     assert run.key != before and reward_settings(ctx).stage_term == "current"
+    mean = dataclasses.replace(base, reach="mean")
+    assert mean.to_dict() == base.to_dict() and tasks.run_only_fields(mean) == {"reach": "mean"}
+    monkeypatch.setattr(tasks, "get_task", lambda name: mean if str(name) == "drawer-open-v3" else base)
+    assert run.key != before and reward_settings(ctx).reach == "mean"
