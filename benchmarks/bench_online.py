@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(trained once at the quick scale on --n-demos demos and cached)")
     ap.add_argument("--n-demos", type=int, default=100, help="demos for the anticipation model (--subgoals generated)")
     ap.add_argument("--reach", choices=("every", "mean"), default=None,
-                    help="subgoal reached when every keypoint / the mean distance is within theta_s")
+                    help="subgoal reached when every keypoint / the mean distance is within theta_s (default: the "
+                         "task entry's reach)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
                     help="linear: anneal the learning rate to 0 at --steps")
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + (f"skip{args.skip_ahead}-" if args.skip_ahead is not None else "")
                + ("" if args.stage_term in (None, "unreached") else f"{args.stage_term}-")
-               + f"{args.reach or 'every'}-ps{task.post_success_steps}"
+               + f"{args.reach or task.reach}-ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
