@@ -110,7 +110,9 @@ class RewardSettings:
     #: points can stay 4*theta_s short of its target: on drawer-open-v3 the handle point moves about
     #: 30 px between the first and last keyframe, so the arm alone "reached" the last subgoal with
     #: the drawer almost shut (points-only PPO with ground-truth subgoals: 3.3 of 4 subgoals reached,
-    #: success 0.1-0.2 at 180k steps).
+    #: success 0.1-0.2 at 180k steps). Door-open's task entry uses ``"mean"``: its failing policies
+    #: passed the turn above the handle with three points within theta_s and one at 6.1-7 px, and
+    #: along its expert the last subgoal is still met only after success (README, "Door, session 14").
     reach: Literal["every", "mean"] = "every"
     #: how many subgoals *past* the current target may be met directly (0: the paper's strict order).
     #: Met subgoal ``j`` (the farthest within reach wins) counts every subgoal up to ``j`` as reached:
