@@ -66,7 +66,7 @@ from relam.scales import ScaleTable
 
 __all__ = ["DiffusionReward", "linear_alphas_cumprod", "noisy_sample", "CE_WEIGHTINGS"]
 
-#: the values of ``DiffusionReward.ce_weighting`` (see :meth:`DiffusionReward.ce_reward_raw`)
+#: the values of ``DiffusionReward.ce_weighting``, the default first (see :meth:`DiffusionReward.step_weights`)
 CE_WEIGHTINGS: tuple[str, ...] = ("elbo", "eps")
 
 

@@ -133,15 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     variant += "-t" + settings_hash({"entry": task.to_dict(), "run": run_only_fields(task)})[:6]
     out = args.out or cache_dir() / "bench_online" / f"{args.task}-{mode}-{variant}-s{args.seed}"
     # the task entry's reward fields, as relam run uses them (button-press-wall-v3: final_theta_s 3 px)
-    reward = dataclasses.replace(task_reward_settings(task, args.shape), final_theta_s=final_theta)
-    if args.skip_ahead is not None:
-        reward = dataclasses.replace(reward, skip_ahead=args.skip_ahead)
-    if args.stage_term is not None:
-        reward = dataclasses.replace(reward, stage_term=args.stage_term)
-    if args.theta is not None:
-        reward = dataclasses.replace(reward, theta_s=args.theta)
-    if args.reach is not None:
-        reward = dataclasses.replace(reward, reach=args.reach)
+    # and the flags given on top of them
+    flags = {"final_theta_s": args.final_theta, "skip_ahead": args.skip_ahead, "stage_term": args.stage_term,
+             "theta_s": args.theta, "reach": args.reach}
+    reward = dataclasses.replace(task_reward_settings(task, args.shape),
+                                 **{k: v for k, v in flags.items() if v is not None})
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 

@@ -283,9 +283,9 @@ def ranking_aucs(task: str, methods: list[str], n: int, n_train: int, a: argpars
         m.fit(train, steps=a.diffusion_steps, device="cpu")
         m.use_rnd = False
         # the entropy term alone under each step weighting (the AUC does not see the standardisation)
-        for w in (m.ce_weighting, *(x for x in CE_WEIGHTINGS if x != m.ce_weighting)):
+        for w in CE_WEIGHTINGS:  # the default first
             m.ce_weighting = w
-            say(_auc_row(task, "diffusion_reward", "entropy" + ("" if w == "elbo" else f" ({w})"),
+            say(_auc_row(task, "diffusion_reward", "entropy" + ("" if w == CE_WEIGHTINGS[0] else f" ({w})"),
                          [m.reward(v) for v in test_e], [m.reward(v) for v in test_r], seconds=time.time() - t0))
         m.ce_weighting = CE_WEIGHTINGS[0]
         m.use_rnd = True
