@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reach", choices=("every", "mean"), default=None,
                     help="subgoal reached when every keypoint / the mean distance is within theta_s (default: the "
                          "task entry's reach)")
+    ap.add_argument("--point-theta", type=float, default=None,
+                    help="with reach mean, every keypoint also within this many px (RewardSettings.point_theta_s)")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
                     help="linear: anneal the learning rate to 0 at --steps")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + (f"skip{args.skip_ahead}-" if args.skip_ahead is not None else "")
                + ("" if args.stage_term in (None, "unreached") else f"{args.stage_term}-")
-               + f"{args.reach or task.reach}-ps{task.post_success_steps}"
+               + f"{args.reach or task.reach}-" + (f"pt{args.point_theta:g}-" if args.point_theta else "") + f"ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # the task entry's reward fields, as relam run uses them (button-press-wall-v3: final_theta_s 3 px)
     # and the flags given on top of them
     flags = {"final_theta_s": args.final_theta, "skip_ahead": args.skip_ahead, "stage_term": args.stage_term,
-             "theta_s": args.theta, "reach": args.reach}
+             "theta_s": args.theta, "reach": args.reach, "point_theta_s": args.point_theta}
     reward = dataclasses.replace(task_reward_settings(task, args.shape),
                                  **{k: v for k, v in flags.items() if v is not None})
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,

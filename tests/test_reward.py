@@ -219,6 +219,27 @@ def test_reach_every_needs_each_keypoint_mean_does_not():
         RewardSettings(reach="any")
 
 
+def test_point_theta_s_bounds_the_point_the_mean_leaves_behind():
+    """Door's failure under the mean: three arm points on target, the door point 20 px off (mean
+    5 px < theta_s). A per-point bound of 12 px refuses it, and accepts the point at 10 px."""
+    target = np.array([[[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]]])
+    kp = target[0].copy()
+    kp[0, 0] += 20.0
+    loose = ReLAMReward(RewardSettings(theta_s=6.0, reach="mean"))
+    loose.reset(target)
+    assert loose.step(kp).reached
+    bounded = ReLAMReward(RewardSettings(theta_s=6.0, reach="mean", point_theta_s=12.0))
+    bounded.reset(target)
+    assert not bounded.step(kp).reached
+    kp[0, 0] = 10.0
+    assert bounded.step(kp).reached
+    # left out of the settings' key at its default, so no labelled dataset's key moves
+    assert "point_theta_s" not in RewardSettings().to_dict()
+    assert RewardSettings(point_theta_s=12.0).to_dict()["point_theta_s"] == 12.0
+    with pytest.raises(ValueError, match="point_theta_s"):
+        RewardSettings(point_theta_s=0.0)
+
+
 
 def test_final_theta_s_tightens_the_last_subgoal_only():
     """The button case: every point 4 px off the last subgoal meets theta_s = 6 but not a last
