@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def reward_theta(args: argparse.Namespace) -> str:
@@ -33,6 +34,8 @@ def reward_theta(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from relam.reward import REACH_RULES, STAGE_TERMS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--task", default="drawer-open-v3")
     ap.add_argument("--steps", type=int, default=60_000, help="environment steps of PPO")
@@ -50,14 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-ahead", type=int, default=None,
                     help="subgoals past the current target that may be met directly (RewardSettings.skip_ahead; "
                          "default: the task entry's skip_ahead, else 0)")
-    ap.add_argument("--stage-term", choices=("unreached", "current"), default=None,
+    ap.add_argument("--stage-term", choices=STAGE_TERMS, default=None,
                     help="RewardSettings.stage_term: a penalty per unreached subgoal or one penalty a step until "
                          "all are reached (default: the task entry's stage_term)")
     ap.add_argument("--subgoals", choices=("ground_truth", "generated"), default="ground_truth",
                     help="ground truth (expert rollout from the same start) or the anticipation model's "
                          "(trained once at the quick scale on --n-demos demos and cached)")
     ap.add_argument("--n-demos", type=int, default=100, help="demos for the anticipation model (--subgoals generated)")
-    ap.add_argument("--reach", choices=("every", "mean"), default=None,
+    ap.add_argument("--reach", choices=REACH_RULES, default=None,
                     help="subgoal reached when every keypoint / the mean distance is within theta_s (default: the "
                          "task entry's reach)")
     ap.add_argument("--point-theta", type=float, default=None,
@@ -88,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", type=int, default=0, metavar="N",
                     help="instead of training: returns of reference behaviours on N seeds")
     args = ap.parse_args(argv)
-    if args.reference:
-        return reference_returns(args.task, args.reference, args.shape, args.reach or "every")
 
     import torch
 
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
              "theta_s": args.theta, "reach": args.reach, "point_theta_s": args.point_theta}
     reward = dataclasses.replace(task_reward_settings(task, args.shape),
                                  **{k: v for k, v in flags.items() if v is not None})
+    if args.reference:
+        return reference_returns(task, args.reference, reward)
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
@@ -187,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def reference_returns(task: str, n: int, shape: str, reach: str = "every") -> int:
-    """Undiscounted ReLAM returns of expert / stop after subgoal k / hold still / random.
+def reference_returns(task: Any, n: int, reward: Any) -> int:
+    """Undiscounted ReLAM returns of expert / stop after subgoal k / hold still / random, under the
+    reward settings ``reward`` that a training run with the same flags uses (the task entry's fields
+    and the flags on top).
 
     The expert replays the scripted expert's actions (then holds still); "stop after k" replays
     them until the k-th subgoal is reached, then holds still.  The reward must order them
@@ -197,12 +202,11 @@ def reference_returns(task: str, n: int, shape: str, reach: str = "every") -> in
     import numpy as np
 
     from relam.demos import rollout_expert
-    from relam.reward import RewardSettings
     from relam.tasks import make_env
     from relam.wrappers import GroundTruthSubgoals, ReLAMWrapper
 
     planner = GroundTruthSubgoals()
-    env = ReLAMWrapper(make_env(task, render=False), planner, settings=RewardSettings(shape=shape, reach=reach),
+    env = ReLAMWrapper(make_env(task, render=False), planner, settings=reward,
                        include_image=False)
     expert_env = make_env(task, render=False)
     horizon = env.unwrapped.task.horizon

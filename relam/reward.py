@@ -173,6 +173,10 @@ class RewardSettings:
         if self.point_theta_s is not None and not self.point_theta_s > 0:
             raise ValueError(f"RewardSettings.point_theta_s={self.point_theta_s}: must be > 0 (pixels), or None "
                              "for no per-point bound")
+        if self.point_theta_s is not None and self.reach != "mean":
+            raise ValueError(f"RewardSettings.point_theta_s={self.point_theta_s} bounds the points of reach 'mean'; "
+                             f"with reach {self.reach!r} every point is already within theta_s: set reach='mean' "
+                             "or leave point_theta_s None")
         if self.reach not in REACH_RULES:
             raise ValueError(f"RewardSettings.reach={self.reach!r}: choose 'every' (each keypoint within "
                              "theta_s) or 'mean' (the mean keypoint distance within theta_s)")

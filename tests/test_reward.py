@@ -235,9 +235,13 @@ def test_point_theta_s_bounds_the_point_the_mean_leaves_behind():
     assert bounded.step(kp).reached
     # left out of the settings' key at its default, so no labelled dataset's key moves
     assert "point_theta_s" not in RewardSettings().to_dict()
-    assert RewardSettings(point_theta_s=12.0).to_dict()["point_theta_s"] == 12.0
+    assert RewardSettings(reach="mean", point_theta_s=12.0).to_dict()["point_theta_s"] == 12.0
     with pytest.raises(ValueError, match="point_theta_s"):
         RewardSettings(point_theta_s=0.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        RewardSettings(reach="mean", point_theta_s=0.0)
+    with pytest.raises(ValueError, match="reach='mean'"):  # meaningless with "every": refused, not ignored
+        RewardSettings(point_theta_s=12.0)
 
 
 
