@@ -44,6 +44,9 @@ KINDS = ("expert", "offline")
 OFFLINE_SEED_BASE = 100_000
 EVAL_SEED_BASE = 1_000_000
 FORMAT_VERSION = 1
+#: the offline control sets' format: 2 records the robot's joint state (``Demo.proprio``), which a
+#: ``...+proprio`` policy input reads; expert video demos stay at FORMAT_VERSION (their keys unchanged)
+OFFLINE_FORMAT_VERSION = 2
 #: arrays every demo file holds (a file without one of them is damaged)
 ARRAYS = ("frames", "body_seg", "depth0", "body_pos", "body_rot", "actions", "env_reward", "success",
           "task", "seed", "body_names", "noisy")
@@ -66,6 +69,9 @@ class Demo:
     seed: int
     body_names: tuple[str, ...]
     noisy: bool = False
+    #: (T+1,P) float32 the robot's own state per frame (:meth:`relam.tasks.TaskEnv.proprio`);
+    #: recorded since offline format 2, None in older demos
+    proprio: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -82,6 +88,7 @@ class Demo:
             success=self.success, task=np.array(self.task), seed=np.array(self.seed),
             body_names=np.array(self.body_names), noisy=np.array(self.noisy),
             format_version=np.array(FORMAT_VERSION), **self.camera.to_arrays(),
+            **({} if self.proprio is None else {"proprio": self.proprio}),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -96,7 +103,7 @@ class Demo:
             body_rot=d["body_rot"], actions=d["actions"], env_reward=d["env_reward"],
             success=d["success"].astype(bool), camera=Camera.from_arrays(d), task=str(d["task"]),
             seed=int(d["seed"]), body_names=tuple(str(b) for b in d["body_names"]),
-            noisy=bool(d["noisy"]),
+            noisy=bool(d["noisy"]), proprio=d.get("proprio"),
         )
 
 
@@ -122,13 +129,15 @@ class _StepRecorder:
 
     def start(self, env: TaskEnv) -> None:
         self.env = env
-        self.pos, self.rot = [], []
+        self.pos, self.rot, self.proprio = [], [], []
         self.actions, self.rewards, self.success = [], [], []
 
     def _poses(self) -> None:
         p, r = self.env.body_poses()
         self.pos.append(p)
         self.rot.append(r)
+        if self.env.proprio_dim:
+            self.proprio.append(self.env.proprio())
 
     def _observe(self) -> None:
         """What is kept of the frame after a step."""
@@ -148,6 +157,7 @@ class _StepRecorder:
             actions=np.stack(self.actions) if self.actions else np.zeros((0, env.action_space.shape[0]), np.float32),
             env_reward=np.asarray(self.rewards, np.float32), success=np.asarray(self.success, bool),
             camera=env.camera, task=env.task.name, seed=seed, body_names=env.body_names, noisy=noisy,
+            proprio=np.stack(self.proprio).astype(np.float32) if self.proprio else None,
         )
 
 
@@ -254,7 +264,8 @@ def demo_dir(task: str | TaskSpec, kind: str = "expert") -> Path:
         raise ValueError(f"demo kind must be one of {KINDS}, got {kind!r}")
     if kind == "offline" and not spec.offline:
         raise ValueError(f"task '{spec.name}' has no offline control dataset (only ManiSkill tasks do)")
-    payload = {"task": spec.to_dict(), "kind": kind, "format": FORMAT_VERSION}
+    payload = {"task": spec.to_dict(), "kind": kind,
+               "format": OFFLINE_FORMAT_VERSION if kind == "offline" else FORMAT_VERSION}
     if SIM_REVISION.get(spec.suite):  # absent for suites never revised, so their caches stay valid
         payload["sim_revision"] = SIM_REVISION[spec.suite]
     key = settings_hash(payload)

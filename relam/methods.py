@@ -91,12 +91,14 @@ class Budget(BaseModel):
     offline_trajectories: int | None = Field(
         default=None, ge=2, strict=True,
         description="offline control-set size, half expert, half noisy (None: 2 x n_demos, the paper's 100 + 100)")
-    policy_input: Literal["image+points", "points", "points+proprio"] = Field(
+    policy_input: Literal["image+points", "points", "points+proprio", "image+points+proprio"] = Field(
         default="image+points",
-        description="what a keypoint method's online policy sees: the paper's 64 px image + current and "
-                    "target keypoints, the keypoints alone (the fast loop: nothing rendered after reset), or "
+        description="what a keypoint method's policy sees: the paper's 64 px image + current and "
+                    "target keypoints, the keypoints alone (the fast loop: nothing rendered after reset), "
                     "the keypoints and the gripper's position and opening (the fast loop, with the depth a "
-                    "single view's 2-D points lose; not the paper's input). Image-only methods need "
+                    "single view's 2-D points lose; not the paper's input), or the paper's input and the "
+                    "robot's own state (ManiSkill: joint positions, which its absolute joint-target "
+                    "actions are relative to; not the paper's input). Image-only methods need "
                     "'image+points'")
     n_envs: int = Field(default=1, ge=1, strict=True, description="parallel environments of online PPO (the "
                                                                   "rollout stays 2000 steps, split between them)")
@@ -129,13 +131,14 @@ class Budget(BaseModel):
 
     @property
     def sees_image(self) -> bool:
-        """Whether the online policy gets the 64 px image (``policy_input`` image+points)."""
-        return self.policy_input == "image+points"
+        """Whether the policy gets the 64 px image (``policy_input`` image+points[+proprio])."""
+        return self.policy_input.startswith("image+")
 
     @property
     def sees_proprio(self) -> bool:
-        """Whether the online policy gets the gripper's position and opening (points+proprio)."""
-        return self.policy_input == "points+proprio"
+        """Whether the policy gets the robot's own state (``policy_input`` ...+proprio;
+        :class:`relam.wrappers.RobotProprio`)."""
+        return self.policy_input.endswith("+proprio")
 
     def key_dict(self) -> dict[str, Any]:
         """The budget as it enters run keys: late fields at their default are absent, so records
@@ -235,7 +238,7 @@ class RewardMethod:
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     #: the budget ``policy_input`` values the method can train with (image-only reward models
     #: have no keypoints to give a points-only policy); spec validation checks it.
-    policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points", "points+proprio")
+    policy_inputs: ClassVar[tuple[str, ...]] = ("image+points", "points", "points+proprio", "image+points+proprio")
 
     def run(self, ctx: RunContext) -> RunResult:
         """Train and evaluate one run: :meth:`online` on a Meta-World task, :meth:`offline` elsewhere."""

@@ -25,6 +25,7 @@ more than noisy ones, and the labelled reward should rank steps like ManiSkill's
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from dataclasses import dataclass, field
@@ -122,7 +123,8 @@ class OfflineDataset:
     """Labelled trajectories, concatenated (trajectory i's frames are ``obs_slice(i)``).
 
     - ``observations``: ``"image"`` (sum(T_i+1), H, W, 3) uint8 plus the labeller's vector entries
-      (sum(T_i+1), d) float32;
+      (sum(T_i+1), d) float32, and ``"proprio"`` (the robot's joint positions) when the trajectories
+      recorded it;
     - per transition (sum T_i): ``actions`` (., A) float32, ``rewards``, ``terminals``, ``timeouts``,
       ``env_reward`` (ManiSkill's dense reward: sanity checks only, never trained on);
     - per trajectory: ``lengths`` T_i, ``success`` (at any step), ``noisy``, ``seeds``;
@@ -185,6 +187,10 @@ class OfflineDataset:
 
     def vector_keys(self) -> list[str]:
         return [k for k in self.observations if k != "image"]
+
+    def without(self, *keys: str) -> "OfflineDataset":
+        """The same dataset minus the observation entries ``keys`` (arrays shared, not copied)."""
+        return dataclasses.replace(self, observations={k: v for k, v in self.observations.items() if k not in keys})
 
     def validate(self) -> None:
         n, steps = len(self.lengths), int(np.sum(self.lengths))
@@ -265,6 +271,10 @@ def label_demos(demos: Sequence[Any], labeller: Labeller, image_size: int | None
         seeds.append(int(demo.seed))
     obs = {"image": np.concatenate(images)}
     obs.update({k: np.concatenate(v).astype(np.float32) for k, v in extras.items()})
+    if all(getattr(d, "proprio", None) is not None for d in demos):
+        # the robot's own state, recorded with the trajectory (offline format 2): a policy input
+        # (budget policy_input ...+proprio), the same whatever labels the rewards
+        obs["proprio"] = np.concatenate([np.asarray(d.proprio, np.float32) for d in demos])
     info_arrays = {k: np.concatenate(v) for k, v in info.items() if len(v) == len(demos)}
     cfg = labeller.config() if hasattr(labeller, "config") else {}
     return OfflineDataset(
@@ -394,7 +404,9 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     ``budget.iql_encoder``; on CUDA when torch sees a GPU), evaluated after every
     epoch on the fixed evaluation seeds in the env ``make_eval_env()`` (built once, on first use;
     it must give the policy the observation the dataset holds: the 64 px image plus the
-    labeller's vector entries).  The labelled expert/noisy mean returns go into the metrics
+    labeller's vector entries; with ``budget.policy_input`` ...+proprio it is wrapped in
+    :class:`relam.wrappers.RobotProprio` and the recorded ``proprio`` stays in the dataset, else
+    that entry is dropped).  The labelled expert/noisy mean returns go into the metrics
     (``label_return_expert`` / ``label_return_noisy``) so a table can show whether the reward
     ranks the expert first.
     """
@@ -416,9 +428,17 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
 
     def make(seed: int) -> Any:
         if "env" not in holder:
-            holder["env"] = make_eval_env()
+            from relam.wrappers import RobotProprio
+
+            holder["env"] = RobotProprio(make_eval_env()) if b.sees_proprio else make_eval_env()
         return holder["env"]
 
+    if not b.sees_proprio:
+        dataset = dataset.without("proprio")
+    elif "proprio" not in dataset.observations:
+        raise ValueError(f"budget policy_input {b.policy_input!r}: the offline set of {spec.name} has no recorded "
+                         "robot state (recorded before offline format 2); record it again with "
+                         f"`relam offline-data {spec.name} --scale <scale>`, or use policy_input 'image+points'")
     seeds = eval_seeds(b.eval_episodes)
     iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed,
                       encoder=b.iql_encoder)

@@ -159,7 +159,7 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     input) with the simulator rendering every step; returns (env for the policy, the ReLAM wrapper)."""
     from relam.relam_method import make_planner, reward_settings
     from relam.tasks import make_env
-    from relam.wrappers import GripperProprio, PolicyImageSize, ReLAMWrapper
+    from relam.wrappers import RobotProprio, PolicyImageSize, ReLAMWrapper
 
     s = ctx.settings
     with_image = ctx.budget.sees_image
@@ -171,7 +171,7 @@ def policy_env(ctx: Any) -> tuple[Any, Any]:
     source = "render" if hasattr(base, "render_rgb_at") else "downsample"
     env = PolicyImageSize(wrapper, 64, source=source) if with_image else wrapper
     if ctx.budget.sees_proprio:
-        env = GripperProprio(env)
+        env = RobotProprio(env)
     return env, wrapper
 
 

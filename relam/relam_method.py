@@ -273,7 +273,7 @@ class ReLAM(RewardMethod):
         from relam.methods import ONLINE_SUITE
         from relam.tasks import get_task
 
-        if budget.get("policy_input", "image+points") == "image+points" and get_task(task).suite == ONLINE_SUITE:
+        if budget.get("policy_input", "image+points").startswith("image+") and get_task(task).suite == ONLINE_SUITE:
             return f"{cls.version}+{cls.image_render_version}"
         return cls.version
 

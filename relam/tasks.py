@@ -395,6 +395,14 @@ class TaskEnv(gym.Env):
     def body_poses(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    #: length of :meth:`proprio`
+    proprio_dim: int = 0
+
+    def proprio(self) -> np.ndarray:
+        """The robot's own state that a ``...+proprio`` policy input adds to the camera's view
+        (Meta-World: the hand's position and finger opening; ManiSkill: the joint positions)."""
+        raise NotImplementedError
+
 
 class MetaWorldEnv(TaskEnv):
     """Meta-World v3 task rendered by our own MuJoCo renderer from the registry's camera.
@@ -524,6 +532,12 @@ class MetaWorldEnv(TaskEnv):
         """The simulator's 39-d state observation (for the scripted expert only)."""
         return self._last_obs
 
+    proprio_dim = 4
+
+    def proprio(self) -> np.ndarray:
+        # the 39-d state starts with the hand's position (m) and the finger opening
+        return np.asarray(self._last_obs[: self.proprio_dim], np.float32)
+
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
@@ -612,6 +626,12 @@ class ManiSkillEnv(TaskEnv):
         )
         self._obs: dict | None = None
         self.camera: Camera | None = None
+        self.proprio_dim = int(self.u.agent.robot.get_qpos().shape[-1])
+
+    def proprio(self) -> np.ndarray:
+        # the arm's joint positions and the fingers' (rad, m): the state that pd_joint_pos actions,
+        # absolute joint targets, are relative to
+        return np.asarray(self.u.agent.robot.get_qpos()[0].cpu(), np.float32)
 
     def _objects(self) -> list:
         """The simulator objects (links/actors) behind ``body_names``, looked up once."""

@@ -567,33 +567,35 @@ class PolicyImageSize(gym.ObservationWrapper):
         return out
 
 
-class GripperProprio(gym.ObservationWrapper):
-    """Adds ``proprio``: the gripper's 3-D position (m) and opening, from the simulator's state.
+class RobotProprio(gym.ObservationWrapper):
+    """Adds ``proprio``: the robot's own state from the simulator (:meth:`relam.tasks.TaskEnv.proprio`).
 
-    The points-only policy sees 2-D keypoints from one camera, so two arm poses that differ along
-    the camera's line of sight look the same to it (a hand 5 cm in front of the drawer handle, or
-    above the door handle, meets the same 6 px subgoal); in the paper the 64 px image carries that
-    depth. This gives the fast loop the depth without rendering (budget ``policy_input:
-    points+proprio``). The reward does not read it. Meta-World only: its 39-d state starts with the
-    hand position and the finger opening.
+    Meta-World: the gripper's 3-D position (m) and opening. The points-only policy sees 2-D
+    keypoints from one camera, so two arm poses that differ along the camera's line of sight look
+    the same to it (a hand 5 cm in front of the drawer handle, or above the door handle, meets the
+    same 6 px subgoal); in the paper the 64 px image carries that depth. This gives the fast loop
+    the depth without rendering (budget ``policy_input: points+proprio``).
+
+    ManiSkill: the joint positions. Its expert's actions (``pd_joint_pos``) are absolute joint
+    targets, which a policy reading a 64 px image must otherwise infer the arm's joint angles to
+    give (budget ``policy_input: image+points+proprio``, offline). The reward does not read it.
     """
-
-    size = 4
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         space = env.observation_space
         if not isinstance(space, gym.spaces.Dict):
-            raise ValueError(f"GripperProprio: a Dict observation expected (wrap a ReLAMWrapper), got {space}")
-        if not callable(getattr(env.unwrapped, "state", None)):
-            raise ValueError(f"GripperProprio: {type(env.unwrapped).__name__} has no simulator state(); "
-                             "policy_input 'points+proprio' is for Meta-World tasks")
+            raise ValueError(f"RobotProprio: a Dict observation expected (wrap a ReLAMWrapper), got {space}")
+        base = env.unwrapped
+        if not getattr(base, "proprio_dim", 0):
+            raise ValueError(f"RobotProprio: {type(base).__name__} has no proprio(); a policy_input with "
+                             "'proprio' needs a Meta-World or ManiSkill task env")
         self.observation_space = gym.spaces.Dict({**space.spaces, "proprio": gym.spaces.Box(
-            -np.inf, np.inf, (self.size,), np.float32)})
+            -np.inf, np.inf, (int(base.proprio_dim),), np.float32)})
 
     def observation(self, observation: dict) -> dict:
         out = dict(observation)
-        out["proprio"] = np.asarray(self.env.unwrapped.state()[: self.size], np.float32)
+        out["proprio"] = self.env.unwrapped.proprio()
         return out
 
 
@@ -628,7 +630,7 @@ def make_relam_env(
     need the full-size frames; ManiSkill captures its camera at one size). The two give slightly
     different images (see :meth:`relam.tasks.MetaWorldEnv.render_rgb_at`): a policy trained on one
     is evaluated on the same (a run's key says which, :meth:`relam.relam_method.ReLAM.key_version`).
-    ``include_proprio`` adds the gripper's position and opening (:class:`GripperProprio`).
+    ``include_proprio`` adds the robot's own state (:class:`RobotProprio`).
     """
     from relam.tasks import get_task, make_env
 
@@ -651,5 +653,5 @@ def make_relam_env(
     if include_image and policy_image_size:
         env = PolicyImageSize(env, policy_image_size, source="render" if direct else "downsample")
     if include_proprio:
-        env = GripperProprio(env)
+        env = RobotProprio(env)
     return env

@@ -29,6 +29,11 @@ def test_expert_reaches_success(name):
     assert d.frames.shape[0] == T + 1 and d.body_seg.shape[0] == T + 1 and d.body_pos.shape[0] == T + 1
     assert d.actions.shape[0] == T and d.success.shape == (T,)
     assert not np.array_equal(d.frames[0], d.frames[-1]), "nothing moved"
+    # the robot's own state per frame (RobotProprio's input): Meta-World hand xyz + opening,
+    # ManiSkill the panda's 9 joint positions, whose targets the pd_joint_pos actions are
+    assert d.proprio.shape == (T + 1, 4 if name.endswith("-v3") else 9)
+    if not name.endswith("-v3"):
+        assert np.abs(d.proprio[1:, :7] - d.actions[:, :7]).mean() < 0.05
 
 
 def test_demo_roundtrip_and_resume(tmp_path, monkeypatch):

@@ -235,3 +235,48 @@ def test_budget_iql_encoder_reaches_iql_and_stays_out_of_old_keys(monkeypatch, t
     res = offline.run_offline(ctx, ReLAMLabeller(Planner(), tracker=FakeTracker()), lambda: None)
     s = seen["settings"]
     assert (s.encoder, s.steps_per_epoch, s.epochs, s.seed) == ("frozen", 5, 2, 3) and res.success == 0.5
+
+
+def test_recorded_robot_state_is_a_policy_input_only_when_the_budget_asks(monkeypatch, tmp_path):
+    """Trajectories that recorded the robot's joint state (offline format 2) carry it as the
+    ``proprio`` observation; run_offline trains on it (and wraps the evaluation env in RobotProprio)
+    only with ``policy_input: image+points+proprio``, drops it otherwise, and refuses the input,
+    naming the fix, when the set never recorded it."""
+    from types import SimpleNamespace
+
+    import relam.offline as offline
+    import relam.rl.iql as iql
+    from relam.methods import Budget
+
+    demos = [make_demo(5, seed=1), make_demo(4, seed=2, noisy=True, ok=False)]
+    for d in demos:
+        d.proprio = np.arange((len(d.actions) + 1) * 3, dtype=np.float32).reshape(-1, 3) + d.seed
+    labeller = ReLAMLabeller(Generator(), tracker=FakeTracker(), settings=SETTINGS)
+    with_state = label_demos(demos, labeller, image_size=8, progress=False)
+    assert with_state.observations["proprio"].shape == (11, 3)
+    np.testing.assert_array_equal(with_state.observations["proprio"][6], demos[1].proprio[0])
+    assert "proprio" not in _dataset().observations  # demos without it (format 1)
+    assert sorted(with_state.without("proprio").observations) == ["image", "keypoints", "target"]
+
+    seen = {}
+
+    def fake_train(dataset, settings, out_dir, eval_fn=None, progress=True):
+        seen["keys"] = sorted(dataset.observations)
+        return iql.IQLResult(0.5, [(10, 0.5)], [], None, tmp_path, 10)
+
+    monkeypatch.setattr(offline, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(iql, "train_iql", fake_train)
+
+    def run(policy_input: str, data: OfflineDataset) -> None:
+        monkeypatch.setattr(offline, "label_offline_dataset", lambda *a, **k: data)
+        budget = Budget(train_steps=10, eval_every=5, eval_episodes=1, policy_input=policy_input)
+        ctx = SimpleNamespace(task_spec=lambda: SimpleNamespace(name="PushCube-v1"), budget=budget, seed=0,
+                              progress=False, out_dir=str(tmp_path / policy_input), horizon=lambda: 5)
+        offline.run_offline(ctx, labeller, lambda: None)
+
+    run("image+points", with_state)
+    assert seen["keys"] == ["image", "keypoints", "target"]
+    run("image+points+proprio", with_state)
+    assert seen["keys"] == ["image", "keypoints", "proprio", "target"]
+    with pytest.raises(ValueError, match=r"no recorded robot state.*relam offline-data PushCube-v1"):
+        run("image+points+proprio", _dataset())

@@ -50,7 +50,7 @@ def test_an_image_only_method_with_a_points_only_budget_is_a_spec_error(tmp_path
 
 
 def test_policy_inputs_come_from_the_registered_classes():
-    assert policy_inputs("relam") == ("image+points", "points", "points+proprio")
+    assert policy_inputs("relam") == ("image+points", "points", "points+proprio", "image+points+proprio")
     assert policy_inputs("dacfo") == ("image+points",)
 
 
@@ -120,8 +120,8 @@ def test_points_plus_proprio_gives_the_policy_the_gripper_position_and_opening()
         env.close()
 
 
-def test_proprio_needs_a_simulator_state():
-    from relam.wrappers import GripperProprio
+def test_proprio_needs_a_task_env_with_one():
+    from relam.wrappers import RobotProprio
 
-    with pytest.raises(ValueError, match="no simulator state"):
-        GripperProprio(_SeedEcho(0))
+    with pytest.raises(ValueError, match="has no proprio"):
+        RobotProprio(_SeedEcho(0))

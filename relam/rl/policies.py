@@ -47,7 +47,7 @@ class KeypointImageExtractor(BaseFeaturesExtractor):
 
     Expects keys ``image`` (C, H, W) (SB3 divides uint8 images by 255 before this module),
     ``keypoints`` and ``target`` (flattened normalised points); an optional ``proprio`` vector
-    (:class:`relam.wrappers.GripperProprio`) joins the points' MLP input.
+    (:class:`relam.wrappers.RobotProprio`) joins the points' MLP input.
     """
 
     def __init__(
