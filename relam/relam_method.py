@@ -205,7 +205,8 @@ def relam_labeller(subgoals: str, model: str | Path | None = None, n_points: int
         from relam.wrappers import GroundTruthSubgoals
 
         planner = GroundTruthSubgoals(keypoint_settings=KeypointSettings(num_points=n_points))
-        return ReLAMLabeller(planner, tracker=tracker, planner_id=f"ground_truth-n{n_points}")
+        # the id ReLAM.offline gives its ground-truth labeller, so a run and this share the labelled cache
+        return ReLAMLabeller(planner, tracker=tracker, planner_id=f"ground_truth-{n_points}")
     if not model:
         raise ValueError("subgoals 'model' needs a trained anticipation checkpoint (--model PATH)")
     from relam.anticipation import load_anticipation
