@@ -113,6 +113,11 @@ class Budget(BaseModel):
                     "CNN shared (trained by the critic), or the shared CNN frozen at initialisation with "
                     "every frame's features computed once (about 8x the gradient steps/s on a CPU)")
 
+    iql_actor_lr: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="offline IQL's actor learning rate over the run (relam.rl.iql.IQLSettings.actor_lr_schedule): "
+                    "constant, or cosine-annealed to 0 at train_steps as in the original IQL and OfflineRL-Kit")
+
     @field_validator("eval_every")
     @classmethod
     def _evaluates_within_training(cls, eval_every: int, info: ValidationInfo) -> int:
@@ -127,7 +132,8 @@ class Budget(BaseModel):
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "lr_schedule": "constant", "iql_encoder": "separate"}
+                                                 "lr_schedule": "constant", "iql_encoder": "separate",
+                                                 "iql_actor_lr": "constant"}
 
     @property
     def sees_image(self) -> bool:

@@ -441,7 +441,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
                          f"`relam offline-data {spec.name} --scale <scale>`, or use policy_input 'image+points'")
     seeds = eval_seeds(b.eval_episodes)
     iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed,
-                      encoder=b.iql_encoder)
+                      encoder=b.iql_encoder, actor_lr_schedule=b.iql_actor_lr)
     try:
         res = train_iql(dataset, iql, Path(ctx.out_dir),
                         eval_fn=lambda policy: evaluate_policy(policy, make, seeds, ctx.horizon()),

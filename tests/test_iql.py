@@ -299,3 +299,40 @@ def test_checkpoint_from_before_the_encoder_settings_resumes(tmp_path):
     assert len(res.log) == 2
     with pytest.raises(ValueError, match="other settings"):
         train_iql(ds, IQLSettings(**SMALL, epochs=3, encoder="shared"), tmp_path, progress=False)
+
+
+def test_cosine_actor_learning_rate_anneals_to_zero_and_resumes_bit_identically(tmp_path):
+    """``actor_lr_schedule="cosine"`` (budget ``iql_actor_lr``) anneals the actor's rate from lr to 0
+    over the run, leaves the critics' alone, and, being a function of the step, resumes exactly."""
+    from relam.methods import Budget
+    from relam.rl.iql import actor_lr
+
+    s = IQLSettings(**SMALL, epochs=2, lr=1e-3, actor_lr_schedule="cosine")
+    assert actor_lr(s, 0) == pytest.approx(1e-3) and actor_lr(s, 3) == pytest.approx(5e-4)
+    assert actor_lr(s, 6) == pytest.approx(0.0, abs=1e-12)
+    assert actor_lr(IQLSettings(**SMALL, lr=1e-3), 5) == 1e-3
+    with pytest.raises(ValueError, match="actor_lr_schedule"):
+        IQLSettings(actor_lr_schedule="linear")
+    ds = tiny_dataset()
+    straight = train_iql(ds, s, tmp_path / "straight", progress=False)
+    agent = straight.policy.agent
+    assert agent.opt_actor.param_groups[0]["lr"] == pytest.approx(actor_lr(s, 5))  # the last step's
+    assert agent.opt_critic.param_groups[0]["lr"] == 1e-3
+    constant = train_iql(ds, IQLSettings(**SMALL, epochs=2, lr=1e-3), tmp_path / "constant", progress=False)
+    assert any(not th.equal(p, q) for p, q in zip(constant.policy.agent.actor.state_dict().values(),
+                                                  agent.actor.state_dict().values()))
+
+    def stop_after_first_epoch(policy, calls=[]):  # noqa: B006 (a counter across calls)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return 0.0
+
+    with pytest.raises(KeyboardInterrupt):  # checkpoint of epoch 1 written, epoch 2 lost
+        train_iql(ds, s, tmp_path / "cut", eval_fn=stop_after_first_epoch, progress=False)
+    resumed = train_iql(ds, s, tmp_path / "cut", progress=False)
+    for p, q in zip(resumed.policy.agent.state_dict().values(), agent.state_dict().values()):
+        th.testing.assert_close(p, q, rtol=0, atol=0)
+    b = Budget(train_steps=10, eval_every=5, eval_episodes=1, iql_actor_lr="cosine")
+    assert b.key_dict()["iql_actor_lr"] == "cosine"
+    assert "iql_actor_lr" not in Budget(train_steps=10, eval_every=5, eval_episodes=1).key_dict()

@@ -71,6 +71,7 @@ import copy
 import csv
 import dataclasses
 import io
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,8 @@ __all__ = [
     "IQLPolicy",
     "IQLResult",
     "expectile_loss",
+    "actor_lr",
+    "ACTOR_LR_SCHEDULES",
     "awr_weights",
     "extractor_space",
     "reward_scale",
@@ -104,6 +107,9 @@ __all__ = [
 
 #: the encoder arrangements of :class:`IQLSettings` (module docstring)
 ENCODERS = ("separate", "shared", "frozen")
+
+#: :attr:`IQLSettings.actor_lr_schedule` values
+ACTOR_LR_SCHEDULES = ("constant", "cosine")
 
 #: settings that may differ between a checkpoint and the run resuming it
 _RESUMABLE = ("epochs", "device")
@@ -140,6 +146,10 @@ class IQLSettings:
     encoder: str = "separate"
     #: "frozen": gradient steps the shared encoder is trained before it is frozen (0: frozen at init)
     encoder_steps: int = 0
+    #: the actor's learning rate over the run: "constant", or "cosine" (annealed from ``lr`` to 0
+    #: over epochs x steps_per_epoch, as the original IQL and OfflineRL-Kit's run_iql do; the
+    #: policy then settles instead of moving between evaluations)
+    actor_lr_schedule: str = "constant"
     #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...; not part of a checkpoint's identity
     device: str = "auto"
 
@@ -154,6 +164,9 @@ class IQLSettings:
             raise ValueError(f"IQLSettings.reward_scale={self.reward_scale!r}: 'auto' or a number")
         if self.encoder not in ENCODERS:
             raise ValueError(f"IQLSettings.encoder={self.encoder!r}: one of {', '.join(ENCODERS)}")
+        if self.actor_lr_schedule not in ACTOR_LR_SCHEDULES:
+            raise ValueError(f"IQLSettings.actor_lr_schedule={self.actor_lr_schedule!r}: one of "
+                             f"{', '.join(ACTOR_LR_SCHEDULES)}")
         if self.encoder_steps < 0 or (self.encoder_steps and self.encoder != "frozen"):
             raise ValueError(f"IQLSettings.encoder_steps={self.encoder_steps}: >= 0, and only with encoder='frozen'")
 
@@ -162,6 +175,16 @@ class IQLSettings:
 
 
 # --------------------------------------------------------------------------- pure pieces
+
+
+def actor_lr(settings: IQLSettings, step: int) -> float:
+    """The actor's learning rate at gradient step ``step`` (0-based) under ``settings.actor_lr_schedule``.
+
+    A function of the step alone, so a resumed run continues the schedule where it stopped."""
+    if settings.actor_lr_schedule == "constant":
+        return settings.lr
+    total = settings.epochs * settings.steps_per_epoch
+    return 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 def expectile_loss(diff: th.Tensor, expectile: float) -> th.Tensor:
@@ -587,6 +610,9 @@ def train_iql(dataset: Any, settings: IQLSettings = IQLSettings(), out_dir: str 
                 # the CNN stops here: every frame's image features once, then MLP-only steps
                 agent.freeze_image_encoder()
                 obs_t = {"image_features": agent.image_features(obs_t.pop("image")), **obs_t}
+            if s.actor_lr_schedule != "constant":
+                for group in agent.opt_actor.param_groups:
+                    group["lr"] = actor_lr(s, step)
             b = th.as_tensor(rng.integers(0, n, s.batch_size)).to(dev)
             o, no = idx[b], nidx[b]
             stats = agent.update({k: v[o] for k, v in obs_t.items()}, act[b], rew[b],
