@@ -136,8 +136,6 @@ class _StepRecorder:
         p, r = self.env.body_poses()
         self.pos.append(p)
         self.rot.append(r)
-        if self.env.proprio_dim:
-            self.proprio.append(self.env.proprio())
 
     def _observe(self) -> None:
         """What is kept of the frame after a step."""
@@ -162,8 +160,8 @@ class _StepRecorder:
 
 
 class FrameRecorder(_StepRecorder):
-    """The full demo (the default): RGB frame, body segmentation and body poses of every frame,
-    and frame 0's depth."""
+    """The full demo (the default): RGB frame, body segmentation, body poses and the robot's own
+    state (``Demo.proprio``) of every frame, and frame 0's depth."""
 
     def start(self, env: TaskEnv) -> None:
         super().start(env)
@@ -175,6 +173,8 @@ class FrameRecorder(_StepRecorder):
         self.frames.append(self.env.frame())
         self.segs.append(self.env.body_segmentation())
         self._poses()
+        if self.env.proprio_dim:  # the full demo only: the lean plan path never reads it
+            self.proprio.append(self.env.proprio())
 
     def demo(self, seed: int, noisy: bool = False) -> Demo:
         return self._demo(seed, noisy, np.stack(self.frames).astype(np.uint8), np.stack(self.segs).astype(np.int16))
