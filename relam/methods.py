@@ -63,6 +63,7 @@ __all__ = [
     "is_implemented",
     "list_methods",
     "policy_inputs",
+    "input_sees_image",
     "register_method",
     "settings_model",
 ]
@@ -138,7 +139,7 @@ class Budget(BaseModel):
     @property
     def sees_image(self) -> bool:
         """Whether the policy gets the 64 px image (``policy_input`` image+points[+proprio])."""
-        return self.policy_input.startswith("image+")
+        return input_sees_image(self.policy_input)
 
     @property
     def sees_proprio(self) -> bool:
@@ -158,6 +159,11 @@ class Budget(BaseModel):
     def offline_set_size(self) -> int:
         """Trajectories in the offline control set an offline run labels (ManiSkill rows)."""
         return int(self.offline_trajectories or 2 * self.n_demos)
+
+
+def input_sees_image(policy_input: str) -> bool:
+    """Whether a budget's ``policy_input`` gives the policy the 64 px image (image+points[+proprio])."""
+    return policy_input.startswith("image+")
 
 
 class MethodSettings(BaseModel):

@@ -271,10 +271,11 @@ class ReLAM(RewardMethod):
     @classmethod
     def key_version(cls, task: str, budget: dict) -> str:
         """The method version that enters the run key of ``task`` under ``budget`` (its key dict)."""
-        from relam.methods import ONLINE_SUITE
+        from relam.methods import ONLINE_SUITE, Budget, input_sees_image
         from relam.tasks import get_task
 
-        if budget.get("policy_input", "image+points").startswith("image+") and get_task(task).suite == ONLINE_SUITE:
+        policy_input = budget.get("policy_input", Budget.model_fields["policy_input"].default)
+        if input_sees_image(policy_input) and get_task(task).suite == ONLINE_SUITE:
             return f"{cls.version}+{cls.image_render_version}"
         return cls.version
 

@@ -24,6 +24,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+#: evaluation episodes use seeds EVAL_SEED_BASE + i, far from training and offline seeds; the seed
+#: ranges are laid out in relam.demos
+from relam.demos import EVAL_SEED_BASE
+
 __all__ = [
     "EVAL_SEED_BASE",
     "eval_seeds",
@@ -34,9 +38,6 @@ __all__ = [
     "plot_curve",
     "SuccessEvalCallback",
 ]
-
-#: evaluation episodes use seeds EVAL_SEED_BASE + i: far from small training seeds.
-EVAL_SEED_BASE = 1_000_000
 
 
 def eval_seeds(n: int, base: int = EVAL_SEED_BASE) -> list[int]:
