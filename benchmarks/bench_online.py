@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm-bodies", nargs="+", default=None, metavar="BODY",
                     help="override the bodies the arm prompt names (e.g. the gripper's: hand rightclaw leftclaw ...)")
     ap.add_argument("--n-points", type=int, default=4, help="keypoints per subgoal (Fig. 6a: 4/8/12)")
-    ap.add_argument("--object-points", type=int, default=1,
-                    help="keypoints taken on the object before FPS covers the arm (ground-truth subgoals only)")
+    ap.add_argument("--object-points", type=int, default=None,
+                    help="keypoints taken on the object before FPS covers the arm (default: the task entry's "
+                         "object_points; ground-truth subgoals only)")
     ap.add_argument("--arm-after-object", action="store_true",
                     help="points after the object's on the arm only (KeypointSettings.arm_after_object; ground-truth subgoals only)")
     ap.add_argument("--max-step", type=int, default=None,
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
-               + (f"-obj{args.object_points}" if args.object_points != 1 else "")
+               + (f"-obj{args.object_points}" if args.object_points is not None else "")
                + ("-armrest" if args.arm_after_object else "")
                + ("-cam" + "_".join(f"{v:g}" for v in args.camera) if args.camera else ""))
     # the task entry (camera, keypoint rule, thresholds) as run: a changed entry must not resume a
@@ -149,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.subgoals == "generated" and args.camera:
         ap.error("--camera: the anticipation models are trained on the task's own camera; use it with "
                  "--subgoals ground_truth")
-    if args.subgoals == "generated" and (args.object_points != 1 or args.arm_after_object):
-        ap.error("--object-points: the anticipation models are trained on one object point; use it with "
+    if args.subgoals == "generated" and (args.object_points is not None or args.arm_after_object):
+        ap.error("--object-points: the anticipation models are trained on the task entry's object points; use it with "
                  "--subgoals ground_truth")
     if args.subgoals == "generated":
         from relam.relam_method import anticipation_model
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from relam.keypoints import KeypointSettings
 
-        kp = KeypointSettings(num_points=args.n_points, object_points=args.object_points,
+        kp = KeypointSettings(num_points=args.n_points, object_points=args.object_points or 1,
                               arm_after_object=args.arm_after_object,
                               **({} if args.max_step is None else {"max_step": args.max_step}))
         planner = GroundTruthSubgoals(keypoint_settings=kp)

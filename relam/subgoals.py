@@ -39,6 +39,7 @@ __all__ = [
     "DemoKeypoints",
     "extract_keypoints",
     "keypoint_rule",
+    "keypoint_object_points",
     "subgoal_sequence",
     "build_subgoal_dataset",
     "subgoal_cache_path",
@@ -222,6 +223,14 @@ def keypoint_rule(settings: KeypointSettings, spec: Any) -> str:
     return settings.rule or getattr(spec, "keypoint_rule", None) or "fps"
 
 
+def keypoint_object_points(settings: KeypointSettings, spec: Any) -> int:
+    """Keypoints taken on the object: ``settings.object_points`` when set above 1, else the task's
+    ``object_points`` (1)."""
+    if int(settings.object_points) != 1:
+        return int(settings.object_points)
+    return int(getattr(spec, "object_points", 1) or 1)
+
+
 def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, segmenter: Any = None,
                       tracker: Any = None, spec: Any = None) -> DemoKeypoints:
     """Eq. (1) on one demo: segment frame 0 per prompt, square filter, track, motion filter, FPS.
@@ -270,7 +279,7 @@ def extract_keypoints(demo: Any, settings: KeypointSettings | None = None, *, se
         )
     all_tracks = np.asarray(tracker.track(demo, candidates), dtype=np.float32)
     sel = select_keypoints(candidates, all_tracks, on_object, settings.num_points,
-                           settings.motion_threshold, object_points=settings.object_points,
+                           settings.motion_threshold, object_points=keypoint_object_points(settings, spec),
                            arm_after_object=settings.arm_after_object, rule=rule)
     return DemoKeypoints(selection=sel, tracks=all_tracks[:, sel.indices].copy(), masks=masks)
 
@@ -320,9 +329,13 @@ def subgoal_cache_path(task: str, settings: KeypointSettings, n_demos: int | Non
     }
     # the task's keypoint rule (not part of the demos' key): recorded when it is not Eq. (1)'s
     # plain fps, so tasks on fps keep their keys and the others' old fps datasets are not reused
-    rule = keypoint_rule(settings, get_task(task))
+    spec = get_task(task)
+    rule = keypoint_rule(settings, spec)
     if rule != "fps":
         payload["keypoint_rule"] = rule
+    # the same for the task's object points (settings.to_dict() holds an explicit setting)
+    if keypoint_object_points(settings, spec) != int(settings.object_points):
+        payload["task_object_points"] = keypoint_object_points(settings, spec)
     key = settings_hash(payload)
     return cache_dir() / "subgoals" / task / f"{key}.npz"
 

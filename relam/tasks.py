@@ -77,6 +77,13 @@ class TaskSpec:
     #: ``KeypointSettings.rule`` overrides it. It shapes the subgoal datasets, not the demos, so
     #: :meth:`to_dict` (the demos' key) leaves it out; ``relam.subgoals.subgoal_cache_path`` keys it.
     keypoint_rule: str = "fps"
+    #: keypoints taken on the object before the others (``KeypointSettings.object_points``, which
+    #: overrides it when set above 1). Door-open-v3: 2, the handle's end and the door's far corner,
+    #: so that the door's swing weighs half of the keypoint distance: with one door point, failing
+    #: policies met later subgoals with the three gripper points on target and the door point
+    #: 16-62 px behind (README status, "Door, session 17"). Shapes the subgoal datasets, not the
+    #: demos: out of :meth:`to_dict`, keyed in the run key and by ``relam.subgoals.subgoal_cache_path``.
+    object_points: int = 1
     #: the ReLAM reward's threshold for this task's *last* subgoal, px (None: theta_s; see
     #: :attr:`relam.reward.RewardSettings.final_theta_s`). For an object whose whole motion is short
     #: against theta_s (the button: 8.6-9.0 px), so that meeting the last subgoal means the task is
@@ -122,7 +129,7 @@ class TaskSpec:
 #: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
 _LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
-_NOT_DEMO_FIELDS = ("keypoint_rule", "final_theta_s", "skip_ahead", "stage_term", "reach")
+_NOT_DEMO_FIELDS = ("keypoint_rule", "object_points", "final_theta_s", "skip_ahead", "stage_term", "reach")
 
 
 def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
@@ -136,7 +143,7 @@ _FIELDS = {
     "suite": str, "env_id": str, "horizon": int, "image_size": int, "camera": dict,
     "prompts": dict, "object_prompt": str, "control_mode": str, "offline": bool,
     "offline_noise": (int, float), "show_goal": bool, "post_success_steps": int, "keyframe_max_step": int,
-    "keypoint_rule": str, "final_theta_s": (int, float), "skip_ahead": int, "stage_term": str, "reach": str,
+    "keypoint_rule": str, "object_points": int, "final_theta_s": (int, float), "skip_ahead": int, "stage_term": str, "reach": str,
 }
 _REQUIRED = ("suite", "env_id", "horizon", "image_size", "camera", "prompts", "object_prompt")
 
@@ -171,6 +178,9 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
     if entry.get("keypoint_rule", "fps") not in KEYPOINT_RULES:
         raise TaskError(f"{where}: field 'keypoint_rule' must be one of {KEYPOINT_RULES}, got "
                         f"{entry['keypoint_rule']!r}")
+    if entry.get("object_points", 1) < 1:
+        raise TaskError(f"{where}: field 'object_points' must be >= 1 (keypoints on the object; leave it out "
+                        f"for one), got {entry['object_points']!r}")
     if "final_theta_s" in entry and not entry["final_theta_s"] > 0:
         raise TaskError(f"{where}: field 'final_theta_s' must be > 0 (pixels; leave it out for theta_s), "
                         f"got {entry['final_theta_s']!r}")
@@ -221,6 +231,7 @@ def parse_task(name: str, entry: Any, source: str = str(REGISTRY_FILE)) -> TaskS
         post_success_steps=int(entry.get("post_success_steps", 0)),
         keyframe_max_step=int(entry["keyframe_max_step"]) if "keyframe_max_step" in entry else None,
         keypoint_rule=entry.get("keypoint_rule", "fps"),
+        object_points=int(entry.get("object_points", 1)),
         final_theta_s=float(entry["final_theta_s"]) if "final_theta_s" in entry else None,
         skip_ahead=int(entry.get("skip_ahead", 0)),
         stage_term=entry.get("stage_term", "unreached"),

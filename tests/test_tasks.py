@@ -38,6 +38,8 @@ def test_unknown_task_names_the_task_and_the_known_ones():
     ({"skip_ahead": 1.5}, "skip_ahead"),
     ({"stage_term": "reached"}, "stage_term"),
     ({"reach": "all"}, "reach"),
+    ({"object_points": 0}, "object_points"),
+    ({"object_points": 1.5}, "object_points"),
 ])
 def test_malformed_entry_names_the_field(entry, field):
     good = yaml.safe_load(open(__import__("relam.tasks").tasks.REGISTRY_FILE))["drawer-open-v3"]
