@@ -44,3 +44,34 @@ def videos():
     expert = [d.frames for d in load_demos(spec, n=5)]
     rand = random_action_videos(spec, n=4, steps=60, seed=7)
     return expert[:3], expert[3:], rand[:2], rand[2:]
+
+
+@pytest.fixture
+def two_body_demo():
+    """Factory of a toy demo for the sim segmenter and tracker: an arm body (pixels 20-40 x 20-40)
+    moving along x and a box body moving along y, 11 frames 2 m in front of a pinhole camera.
+    ``make(box=(rows, cols), box_rot=None)`` places the box's pixels and, if given, its (11, 3, 3)
+    rotations (a turning box's pixels move apart)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from relam.tasks import Camera
+
+    def make(box=(slice(80, 82), slice(80, 82)), box_rot=None):
+        cam = Camera(K=np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]]), world_to_cam=np.eye(4),
+                     width=128, height=128)
+        seg = -np.ones((128, 128), np.int16)
+        seg[20:40, 20:40] = 0
+        seg[box] = 1
+        t = np.arange(11)
+        arm = np.stack([0.04 * t, np.zeros(11), np.full(11, 2.0)], 1)
+        obj = np.stack([np.zeros(11), 0.04 * t, np.full(11, 2.0)], 1)
+        rot = np.tile(np.eye(3), (11, 2, 1, 1))
+        if box_rot is not None:
+            rot[:, 1] = box_rot
+        return SimpleNamespace(frames=np.zeros((11, 128, 128, 3), np.uint8), body_seg=np.repeat(seg[None], 11, 0),
+                               depth0=np.full((128, 128), 2.0, np.float32), body_pos=np.stack([arm, obj], 1),
+                               body_rot=rot, camera=cam, task="toy", seed=0, body_names=("arm_link", "box"))
+
+    return make

@@ -145,27 +145,15 @@ def test_run_keys_follow_the_rule():
     assert "keypoint_rule" not in mw and ms["keypoint_rule"] == "first_frame"
 
 
-def test_extract_keypoints_first_frame_keeps_a_small_object():
+def test_extract_keypoints_first_frame_keeps_a_small_object(two_body_demo):
     """A 2x2 object has no 3x3 square: under first_frame the largest square that leaves pixels is
     used, so the object point stays in slot 0; under fps nothing changes (no object candidate)."""
     from types import SimpleNamespace
 
     from relam.perception import SimSegmenter, make_tracker
     from relam.subgoals import extract_keypoints
-    from relam.tasks import Camera
 
-    cam = Camera(K=np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]]), world_to_cam=np.eye(4),
-                 width=128, height=128)
-    seg = -np.ones((128, 128), np.int16)
-    seg[20:40, 20:40] = 0
-    seg[80:82, 80:82] = 1
-    t = np.arange(11)
-    arm = np.stack([0.04 * t, np.zeros(11), np.full(11, 2.0)], 1)
-    box = np.stack([np.zeros(11), 0.04 * t, np.full(11, 2.0)], 1)
-    demo = SimpleNamespace(frames=np.zeros((11, 128, 128, 3), np.uint8), body_seg=np.repeat(seg[None], 11, 0),
-                           depth0=np.full((128, 128), 2.0, np.float32), body_pos=np.stack([arm, box], 1),
-                           body_rot=np.tile(np.eye(3), (11, 2, 1, 1)), camera=cam, task="toy", seed=0,
-                           body_names=("arm_link", "box"))
+    demo = two_body_demo()
     spec = SimpleNamespace(prompts={"robot arm": ("arm_link",), "box": ("box",)}, object_prompt="box",
                            keypoint_rule="first_frame")
     seg_ = SimSegmenter(prompts=spec.prompts)

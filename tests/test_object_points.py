@@ -12,30 +12,13 @@ from relam.keypoints import KeypointSettings
 from relam.subgoals import extract_keypoints, keypoint_object_points, subgoal_cache_path
 
 
-def _toy_demo():
-    """A moving arm (a 20x20 body) and a moving, turning box (a 20x20 body), 11 frames."""
-    from relam.tasks import Camera
-
-    cam = Camera(K=np.array([[100.0, 0, 64], [0, 100.0, 64], [0, 0, 1]]), world_to_cam=np.eye(4),
-                 width=128, height=128)
-    seg = -np.ones((128, 128), np.int16)
-    seg[20:40, 20:40] = 0
-    seg[70:90, 70:90] = 1
-    t = np.arange(11)
-    arm = np.stack([0.04 * t, np.zeros(11), np.full(11, 2.0)], 1)
-    box = np.stack([np.zeros(11), 0.04 * t, np.full(11, 2.0)], 1)
-    ang = 0.05 * t  # the box turns about the camera axis, so its pixels move apart
-    rot = np.tile(np.eye(3), (11, 2, 1, 1))
-    rot[:, 1, 0, 0], rot[:, 1, 0, 1], rot[:, 1, 1, 0], rot[:, 1, 1, 1] = np.cos(ang), -np.sin(ang), np.sin(ang), np.cos(ang)
-    return SimpleNamespace(frames=np.zeros((11, 128, 128, 3), np.uint8), body_seg=np.repeat(seg[None], 11, 0),
-                           depth0=np.full((128, 128), 2.0, np.float32), body_pos=np.stack([arm, box], 1),
-                           body_rot=rot, camera=cam, task="toy", seed=0, body_names=("arm_link", "box"))
-
-
-def test_extract_keypoints_takes_the_entrys_object_points():
+def test_extract_keypoints_takes_the_entrys_object_points(two_body_demo):
     from relam.perception import SimSegmenter, make_tracker
 
-    demo = _toy_demo()
+    ang = 0.05 * np.arange(11)  # a 20x20 box turning about the camera axis: its pixels move apart
+    rot = np.tile(np.eye(3), (11, 1, 1))
+    rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = np.cos(ang), -np.sin(ang), np.sin(ang), np.cos(ang)
+    demo = two_body_demo(box=(slice(70, 90), slice(70, 90)), box_rot=rot)
     spec = SimpleNamespace(prompts={"robot arm": ("arm_link",), "box": ("box",)}, object_prompt="box",
                            keypoint_rule="fps_arm", object_points=2)
     seg = SimSegmenter(prompts=spec.prompts)
