@@ -78,11 +78,11 @@ class TaskSpec:
     #: :meth:`to_dict` (the demos' key) leaves it out; ``relam.subgoals.subgoal_cache_path`` keys it.
     keypoint_rule: str = "fps"
     #: keypoints taken on the object before the others (``KeypointSettings.object_points``, which
-    #: overrides it when set above 1). Door-open-v3: 2, the handle's end and the door's far corner,
-    #: so that the door's swing weighs half of the keypoint distance: with one door point, failing
-    #: policies met later subgoals with the three gripper points on target and the door point
-    #: 16-62 px behind (README status, "Door, session 17"). Shapes the subgoal datasets, not the
-    #: demos: out of :meth:`to_dict`, keyed in the run key and by ``relam.subgoals.subgoal_cache_path``.
+    #: overrides it when set above 1). Every entry keeps 1: on door-open-v3, 2 (the handle's end and
+    #: the door's far corner, so that the swing weighs half of the keypoint distance) learned earlier
+    #: but ended at 47% and 0% where one point gave 53% and 80% (README status, "Door, session 17").
+    #: Shapes the subgoal datasets, not the demos: out of :meth:`to_dict`, keyed in the run key and
+    #: by ``relam.subgoals.subgoal_cache_path``.
     object_points: int = 1
     #: the ReLAM reward's threshold for this task's *last* subgoal, px (None: theta_s; see
     #: :attr:`relam.reward.RewardSettings.final_theta_s`). For an object whose whole motion is short

@@ -1,4 +1,4 @@
-"""A task entry's ``object_points`` (door-open-v3: 2): keypoints on the object before the arm's,
+"""A task entry's ``object_points`` (every entry keeps 1; session 17 probed 2 on door): keypoints on the object before the arm's,
 the subgoal datasets and run keys that follow it, and an explicit KeypointSettings that overrides it."""
 from __future__ import annotations
 
