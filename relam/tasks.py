@@ -80,7 +80,8 @@ class TaskSpec:
     #: keypoints taken on the object before the others (``KeypointSettings.object_points``, which
     #: overrides it when set above 1). Every entry keeps 1: on door-open-v3, 2 (the handle's end and
     #: the door's far corner, so that the swing weighs half of the keypoint distance) learned earlier
-    #: but ended at 47% and 0% where one point gave 53% and 80% (README status, "Door, session 17").
+    #: but ended at 47 / 70% on seeds 0 / 1 against one point's 53 / 73%, and seed 2 had no success by
+    #: 400k (README status, "Door, session 17").
     #: Shapes the subgoal datasets, not the demos: out of :meth:`to_dict`, keyed in the run key and
     #: by ``relam.subgoals.subgoal_cache_path``.
     object_points: int = 1
