@@ -334,8 +334,9 @@ def subgoal_cache_path(task: str, settings: KeypointSettings, n_demos: int | Non
     if rule != "fps":
         payload["keypoint_rule"] = rule
     # the same for the task's object points (settings.to_dict() holds an explicit setting)
-    if keypoint_object_points(settings, spec) != int(settings.object_points):
-        payload["task_object_points"] = keypoint_object_points(settings, spec)
+    n_object = keypoint_object_points(settings, spec)
+    if n_object != int(settings.object_points):
+        payload["task_object_points"] = n_object
     key = settings_hash(payload)
     return cache_dir() / "subgoals" / task / f"{key}.npz"
 
