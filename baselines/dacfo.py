@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from baselines.common import POLICY_IMAGE_SIZE, FrameRewardModel, _small_cnn, _to_float
+from baselines.runs import IMAGE_POLICY_INPUTS
 from relam.devices import moved_to
 from relam.methods import MethodSettings, RewardMethod, register_method
 from relam.scales import ScaleTable
@@ -465,7 +466,7 @@ class DACfOMethod(RewardMethod):
     """
 
     Settings = MethodSettings
-    policy_inputs = ("image+points",)  # learns from images alone
+    policy_inputs = IMAGE_POLICY_INPUTS  # learns from images alone (robot state: offline rows only)
     version = "1"
 
     def online(self, ctx):

@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from baselines.common import RND, FrameRewardModel, RunningMeanStd, _to_float
+from baselines.runs import IMAGE_POLICY_INPUTS
 from relam.devices import moved_to
 from relam.methods import MethodSettings, RewardMethod, register_method
 from relam.scales import ScaleTable
@@ -427,7 +428,7 @@ class DiffusionRewardMethod(RewardMethod):
     """
 
     Settings = MethodSettings
-    policy_inputs = ("image+points",)  # learns from images alone
+    policy_inputs = IMAGE_POLICY_INPUTS  # learns from images alone (robot state: offline rows only)
     #: 2: the entropy term is the original's (sampled next frame scored by the chain's bound, context
     #: ending at the reached frame), not the denoising error of the observed frame (version 1)
     version = "2"

@@ -59,6 +59,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from baselines.embedding import ImageEmbedding
 from baselines.is_generator import FlowSettings, SubgoalImageModel
+from baselines.runs import IMAGE_POLICY_INPUTS
 from baselines.is_reward import (ImageRewardSettings, ImageSubgoalLabeller, ImageSubgoalPlanner,
                                  ImageSubgoalWrapper, OracleSubgoalPlanner, _fingerprint, calibrate_threshold)
 from relam.cache import atomic_torch_save, atomic_write_json
@@ -284,7 +285,7 @@ class _ImageSubgoalMethod(RewardMethod):
     """IS and Oracle: one run method, the subgoals generated (IS) or the expert's (Oracle)."""
 
     Settings = ImageSubgoalSettings
-    policy_inputs = ("image+points",)  # learns from images alone
+    policy_inputs = IMAGE_POLICY_INPUTS  # learns from images alone (robot state: offline rows only)
     version = "1"
     ground_truth = False
 

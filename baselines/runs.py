@@ -9,17 +9,32 @@ from typing import Any
 import gymnasium as gym
 
 from baselines.common import FrameRewardModel
+from relam.methods import ONLINE_SUITE
 
-__all__ = ["require_image_input", "ppo_with_model", "online_run", "offline_run"]
+__all__ = ["IMAGE_POLICY_INPUTS", "require_image_input", "ppo_with_model", "online_run", "offline_run"]
+
+#: the budget ``policy_input`` values an image-based baseline trains with (its ``policy_inputs``):
+#: the 64 px image (the "points" of the name are the method's own vector entries, none for most),
+#: and offline only, the same plus the robot's recorded joint positions, so that a ManiSkill row
+#: can sit on equal terms beside ReLAM's ``image+points+proprio`` (``experiments/offline_relam.yaml``)
+IMAGE_POLICY_INPUTS = ("image+points", "image+points+proprio")
 
 
 def require_image_input(ctx: Any, title: str) -> None:
-    """Image-only methods have no keypoints to give a points-only policy: say so, naming the field."""
+    """Image-only methods have no keypoints to give a points-only policy, and their Meta-World envs
+    no robot-state entry: say so, naming the field, rather than train a policy that silently lacks
+    what the budget names."""
     if not ctx.budget.sees_image:
         raise ValueError(
             f"{title} learns from images only; the budget's policy_input={ctx.budget.policy_input!r} gives the "
             "policy keypoints alone. Set policy_input: image+points in the spec's budget for this scale, or "
             "compare points-only runs with ReLAM's own variants only"
+        )
+    if ctx.budget.sees_proprio and ctx.task_spec().suite == ONLINE_SUITE:
+        raise ValueError(
+            f"{title} on {ctx.task}: the budget's policy_input={ctx.budget.policy_input!r} adds the robot's state, "
+            "which only the baselines' offline (ManiSkill) rows give the policy; set policy_input: image+points "
+            "in the spec's Meta-World budget"
         )
 
 

@@ -51,7 +51,23 @@ def test_an_image_only_method_with_a_points_only_budget_is_a_spec_error(tmp_path
 
 def test_policy_inputs_come_from_the_registered_classes():
     assert policy_inputs("relam") == ("image+points", "points", "points+proprio", "image+points+proprio")
-    assert policy_inputs("dacfo") == ("image+points",)
+    assert policy_inputs("dacfo") == ("image+points", "image+points+proprio")
+    assert policy_inputs("vlm_reward") == ("image+points",)  # online only: no robot-state input
+
+
+def test_a_baseline_gets_the_robot_state_offline_only():
+    """The offline spec sets image-based baselines beside ReLAM with the joint positions added
+    (offline_relam); on a Meta-World row their env has no such entry, so the budget is refused."""
+    from baselines.runs import require_image_input
+
+    def ctx(task: str) -> RunContext:
+        b = Budget(train_steps=10, eval_every=5, eval_episodes=1, policy_input="image+points+proprio")
+        return RunContext(task, "dacfo", ReLAMSettings(), 0, b, "quick", Path("."))
+
+    require_image_input(ctx("PushCube-v1"), "DACfO")  # DACfO's discriminator phase on ManiSkill
+    with pytest.raises(ValueError) as e:
+        require_image_input(ctx("drawer-open-v3"), "DACfO")
+    assert "policy_input='image+points+proprio'" in str(e.value) and "image+points" in str(e.value)
 
 
 def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
