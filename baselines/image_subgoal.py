@@ -59,9 +59,9 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from baselines.embedding import ImageEmbedding
 from baselines.is_generator import FlowSettings, SubgoalImageModel
-from baselines.runs import IMAGE_POLICY_INPUTS
 from baselines.is_reward import (ImageRewardSettings, ImageSubgoalLabeller, ImageSubgoalPlanner,
                                  ImageSubgoalWrapper, OracleSubgoalPlanner, _fingerprint, calibrate_threshold)
+from baselines.runs import IMAGE_POLICY_INPUTS
 from relam.cache import atomic_torch_save, atomic_write_json
 from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
 from relam.scales import ScaleTable

@@ -1,4 +1,5 @@
-"""ReLAM + IQL offline on ManiSkill: ground-truth vs anticipated keypoint subgoals (issue 17).
+"""ReLAM + IQL offline on ManiSkill: ground-truth vs anticipated keypoint subgoals (issue 17), and the
+baselines (Diffusion Reward, DACfO, IS, Oracle) on the same budget and policy input (issue 18).
 
 Generated from experiments/offline_relam.yaml (see conftest.py for what each scale checks). Not a paper
 figure: its policy input adds the robot's joint positions to the paper's (the spec's header says why)."""
