@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arm-after-object", action="store_true",
                     help="points after the object's on the arm only (KeypointSettings.arm_after_object; ground-truth subgoals only)")
     ap.add_argument("--max-step", type=int, default=None,
-                    help="keyframe window M (KeypointSettings.max_step; default 40): shorter windows, more subgoals")
+                    help="keyframe window M (default: the task entry's keyframe_max_step, else KeypointSettings.max_step, "
+                         "40): shorter windows, more subgoals")
     ap.add_argument("--camera", type=float, nargs=7, default=None, metavar=("PX", "PY", "PZ", "LX", "LY", "LZ", "FOVY"),
                     help="override the task's camera: position, look-at point (world metres) and vertical fov")
     ap.add_argument("--post-success-steps", type=int, default=None,
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         from relam.tasks import CameraPose
 
         task = dataclasses.replace(task, camera=CameraPose(tuple(args.camera[:3]), tuple(args.camera[3:6]), args.camera[6]))
+    if args.max_step is not None:  # the task entry's window wins over KeypointSettings.max_step
+        task = dataclasses.replace(task, keyframe_max_step=args.max_step)
     if args.arm_bodies:
         prompts = dict(task.prompts)
         prompts[task.arm_prompt] = tuple(args.arm_bodies)
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.subgoals == "generated" and args.camera:
         ap.error("--camera: the anticipation models are trained on the task's own camera; use it with "
+                 "--subgoals ground_truth")
+    if args.subgoals == "generated" and args.max_step is not None:
+        ap.error("--max-step: the anticipation models are trained on the task entry's keyframes; use it with "
                  "--subgoals ground_truth")
     if args.subgoals == "generated" and (args.object_points is not None or args.arm_after_object):
         ap.error("--object-points: the anticipation models are trained on the task entry's object points; use it with "
