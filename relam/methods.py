@@ -119,6 +119,16 @@ class Budget(BaseModel):
         description="offline IQL's actor learning rate over the run (relam.rl.iql.IQLSettings.actor_lr_schedule): "
                     "constant, or cosine-annealed to 0 at train_steps as in the original IQL and OfflineRL-Kit")
 
+    iql_temperature: float = Field(
+        default=3.0, gt=0, strict=True,
+        description="offline IQL's inverse temperature beta of the advantage weights exp(beta A) "
+                    "(relam.rl.iql.IQLSettings.temperature; appendix C / the original IQL on locomotion: 3, "
+                    "on AntMaze: 10)")
+    iql_expectile: float = Field(
+        default=0.7, gt=0, lt=1, strict=True,
+        description="offline IQL's expectile tau of the value loss (relam.rl.iql.IQLSettings.expectile; "
+                    "the original IQL: 0.7 on locomotion, 0.9 on AntMaze)")
+
     @field_validator("eval_every")
     @classmethod
     def _evaluates_within_training(cls, eval_every: int, info: ValidationInfo) -> int:
@@ -134,7 +144,8 @@ class Budget(BaseModel):
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
                                                  "lr_schedule": "constant", "iql_encoder": "separate",
-                                                 "iql_actor_lr": "constant"}
+                                                 "iql_actor_lr": "constant", "iql_temperature": 3.0,
+                                                 "iql_expectile": 0.7}
 
     @property
     def sees_image(self) -> bool:

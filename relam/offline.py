@@ -47,6 +47,7 @@ __all__ = [
     "reward_sanity",
     "spearman",
     "plot_reward_sanity",
+    "iql_settings",
     "run_offline",
 ]
 
@@ -393,6 +394,17 @@ def plot_reward_sanity(ds: OfflineDataset, path: str | Path, title: str = "") ->
     return atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def iql_settings(budget: Any, seed: int) -> Any:
+    """The :class:`relam.rl.iql.IQLSettings` of an offline run with ``budget`` (a
+    :class:`relam.methods.Budget`): ``train_steps`` gradient steps in epochs of ``eval_every``, and
+    the budget's ``iql_*`` fields; appendix C's values for the rest."""
+    from relam.rl.iql import IQLSettings
+
+    return IQLSettings(steps_per_epoch=budget.eval_every, epochs=max(1, budget.train_steps // budget.eval_every),
+                       seed=seed, encoder=budget.iql_encoder, actor_lr_schedule=budget.iql_actor_lr,
+                       temperature=budget.iql_temperature, expectile=budget.iql_expectile)
+
+
 def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> Any:
     """One offline run of any reward method: label the control set -> IQL -> live evaluation.
 
@@ -414,7 +426,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
 
     from relam.results import RunResult
     from relam.rl.evaluation import eval_seeds
-    from relam.rl.iql import IQLSettings, evaluate_policy, train_iql
+    from relam.rl.iql import evaluate_policy, train_iql
 
     spec = ctx.task_spec()
     b = ctx.budget
@@ -440,8 +452,7 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
                          "robot state (recorded before offline format 2); record it again with "
                          f"`relam offline-data {spec.name} --scale <scale>`, or use policy_input 'image+points'")
     seeds = eval_seeds(b.eval_episodes)
-    iql = IQLSettings(steps_per_epoch=b.eval_every, epochs=max(1, b.train_steps // b.eval_every), seed=ctx.seed,
-                      encoder=b.iql_encoder, actor_lr_schedule=b.iql_actor_lr)
+    iql = iql_settings(b, ctx.seed)
     try:
         res = train_iql(dataset, iql, Path(ctx.out_dir),
                         eval_fn=lambda policy: evaluate_policy(policy, make, seeds, ctx.horizon()),

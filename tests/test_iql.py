@@ -336,3 +336,22 @@ def test_cosine_actor_learning_rate_anneals_to_zero_and_resumes_bit_identically(
     b = Budget(train_steps=10, eval_every=5, eval_episodes=1, iql_actor_lr="cosine")
     assert b.key_dict()["iql_actor_lr"] == "cosine"
     assert "iql_actor_lr" not in Budget(train_steps=10, eval_every=5, eval_episodes=1).key_dict()
+
+
+def test_a_budget_sets_the_iql_temperature_and_expectile():
+    """``iql_temperature`` / ``iql_expectile`` (budget) reach the offline run's IQLSettings; at their
+    defaults, appendix C's IQLSettings values, they stay out of the run key (old records keep theirs)."""
+    from relam.methods import Budget
+    from relam.offline import iql_settings
+
+    base = dict(train_steps=60, eval_every=20, eval_episodes=1)
+    plain = iql_settings(Budget(**base), seed=3)
+    assert (plain.temperature, plain.expectile) == (IQLSettings().temperature, IQLSettings().expectile)
+    assert (plain.epochs, plain.steps_per_epoch, plain.seed) == (3, 20, 3)
+    assert not {"iql_temperature", "iql_expectile"} & set(Budget(**base).key_dict())
+    tuned = Budget(**base, iql_temperature=10, iql_expectile=0.9)
+    s = iql_settings(tuned, seed=0)
+    assert (s.temperature, s.expectile) == (10.0, 0.9)
+    assert tuned.key_dict()["iql_temperature"] == 10.0 and tuned.key_dict()["iql_expectile"] == 0.9
+    with pytest.raises(ValueError, match="iql_expectile"):
+        Budget(**base, iql_expectile=1.0)
