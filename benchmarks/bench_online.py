@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="linear: anneal the learning rate to 0 at --steps")
     ap.add_argument("--ent-coef", type=float, default=0.0, help="PPO entropy bonus coefficient")
     ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length over all envs (appendix C: 2000)")
+    ap.add_argument("--batch-size", type=int, default=64,
+                    help="PPO minibatch size (appendix C: 64; 10 epochs over the rollout either way)")
     ap.add_argument("--n-envs", type=int, default=8, help="parallel environments (the rollout is split between them)")
     ap.add_argument("--log-std-init", type=float, default=-0.5, help="initial log std of the policy")
     ap.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy")
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                + f"{args.reach or task.reach}-" + (f"pt{args.point_theta:g}-" if args.point_theta else "") + f"ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
+               + (f"-ns{args.n_steps}" if args.n_steps != 2000 else "") + (f"-b{args.batch_size}" if args.batch_size != 64 else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
                + (f"-obj{args.object_points}" if args.object_points is not None else "")
                + ("-armrest" if args.arm_after_object else "")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                  **{k: v for k, v in flags.items() if v is not None})
     if args.reference:
         return reference_returns(task, args.reference, reward)
-    ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, segment_gae=not args.no_segment_gae,
+    ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, batch_size=args.batch_size, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
     if args.subgoals == "generated" and args.camera:
