@@ -153,15 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, batch_size=args.batch_size, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env)
 
-    if args.subgoals == "generated" and args.camera:
-        ap.error("--camera: the anticipation models are trained on the task's own camera; use it with "
-                 "--subgoals ground_truth")
-    if args.subgoals == "generated" and args.max_step is not None:
-        ap.error("--max-step: the anticipation models are trained on the task entry's keyframes; use it with "
-                 "--subgoals ground_truth")
-    if args.subgoals == "generated" and (args.object_points is not None or args.arm_after_object):
-        ap.error("--object-points: the anticipation models are trained on the task entry's object points; use it with "
-                 "--subgoals ground_truth")
+    # flags that change how ground-truth plans are made; the anticipation models were trained on the entry's
+    ground_truth_only = {"--camera": ("camera", args.camera), "--max-step": ("keyframes", args.max_step is not None),
+                         "--object-points": ("object points", args.object_points is not None or args.arm_after_object)}
+    for flag, (what, given) in ground_truth_only.items():
+        if args.subgoals == "generated" and given:
+            ap.error(f"{flag}: the anticipation models are trained on the task entry's {what}; use it with "
+                     "--subgoals ground_truth")
     if args.subgoals == "generated":
         from relam.relam_method import anticipation_model
         from relam.wrappers import AnticipationPlanner
@@ -170,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from relam.keypoints import KeypointSettings
 
+        # --max-step reaches the plan through the task entry's keyframe_max_step (set above)
         kp = KeypointSettings(num_points=args.n_points, object_points=args.object_points or 1,
-                              arm_after_object=args.arm_after_object,
-                              **({} if args.max_step is None else {"max_step": args.max_step}))
+                              arm_after_object=args.arm_after_object)
         planner = GroundTruthSubgoals(keypoint_settings=kp)
 
     def env_fn(seed: int):
