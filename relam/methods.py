@@ -106,6 +106,9 @@ class Budget(BaseModel):
     log_std_init: float = Field(default=0.0, strict=True,
                                 description="initial log std of the PPO policy (SB3's default 0)")
     learning_rate: float = Field(default=3e-4, gt=0, strict=True, description="PPO learning rate")
+    ppo_batch_size: int = Field(default=64, gt=0, strict=True,
+                                description="PPO minibatch size (appendix C: 64; 10 epochs over the rollout "
+                                            "either way, so a larger one makes fewer, less noisy steps)")
     lr_schedule: Literal["constant", "linear"] = Field(
         default="constant", description="PPO learning rate over the run: constant, or linear to 0 at train_steps")
     iql_encoder: Literal["separate", "shared", "frozen"] = Field(
@@ -143,7 +146,7 @@ class Budget(BaseModel):
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "lr_schedule": "constant", "iql_encoder": "separate",
+                                                 "ppo_batch_size": 64, "lr_schedule": "constant", "iql_encoder": "separate",
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
 
@@ -225,13 +228,14 @@ class RunContext:
         """The online PPO settings every method of a run shares (equal terms): a rollout of
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
-        at most 64, the budget's exploration std and learning rate (and its schedule)."""
+        the budget's ``ppo_batch_size`` (at most the rollout), its exploration std and learning rate
+        (and its schedule)."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
         n = int(rollout) if rollout is not None else max(64, min(2000, b.train_steps))
         n = max(b.n_envs, n - n % b.n_envs)
-        kw: dict[str, Any] = dict(n_steps=n, batch_size=min(64, n), n_envs=b.n_envs,
+        kw: dict[str, Any] = dict(n_steps=n, batch_size=min(b.ppo_batch_size, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
                                   lr_schedule=b.lr_schedule)
         kw.update(overrides)

@@ -110,6 +110,39 @@ def test_budget_numbers_are_strict(tmp_path):
     assert "methods[0].settings.n_points: Input should be a valid integer (got '8')" in msg
 
 
+def test_a_task_budget_replaces_its_suites_fields_for_that_row_only(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["tasks"] = ["drawer-open-v3", "door-open-v3"]
+    data["task_budgets"] = {"door-open-v3": {"quick": {"train_steps": 8, "ppo_batch_size": 256}}}
+    spec = load_spec(write(tmp_path, data))
+    door, drawer = spec.budget("door-open-v3", "quick"), spec.budget("drawer-open-v3", "quick")
+    assert (door.train_steps, door.ppo_batch_size, door.eval_every) == (8, 256, 5)  # the rest: the suite's
+    assert (drawer.train_steps, drawer.ppo_batch_size) == (10, 64)
+    assert spec.budget("door-open-v3", "smoke") == spec.budget("drawer-open-v3", "smoke")
+    # the override enters the run keys of the door's quick row, and no other
+    def keys(d):
+        sp = load_spec(write(tmp_path, d))
+        return {(r.task, r.scale, r.label, r.seed): r.key for sc in ("smoke", "quick") for r in expand(sp, sc)}
+    with_override = keys(data)
+    data["task_budgets"] = {}
+    plain = keys(data)
+    moved = {cell[:2] for cell, k in with_override.items() if plain[cell] != k}
+    assert moved == {("door-open-v3", "quick")}
+
+
+def test_a_bad_task_budget_names_the_field(tmp_path):
+    def over(fields, task="drawer-open-v3"):
+        return lambda d: d.update(task_budgets={task: {"quick": fields}})
+    msg = broken(tmp_path, over({"train_steps": 3}))  # eval_every (5) of the suite's budget is now too late
+    assert "task_budgets.drawer-open-v3.quick.eval_every: must be at most train_steps (3)" in msg
+    msg = broken(tmp_path, over({"ppo_batch_sise": 128}))
+    assert "task_budgets.drawer-open-v3.quick.ppo_batch_sise: unknown key (did you mean 'ppo_batch_size'?)" in msg
+    msg = broken(tmp_path, over({"policy_input": "points"}))
+    assert "task_budgets.drawer-open-v3.quick.policy_input: a row's policy input is its suite's" in msg
+    msg = broken(tmp_path, over({"train_steps": 8}, task="door-open-v3"))
+    assert "task_budgets.door-open-v3: not one of the spec's tasks (drawer-open-v3)" in msg
+
+
 def test_eval_every_at_most_train_steps(tmp_path):
     msg = broken(tmp_path, lambda d: d["budgets"]["metaworld"]["quick"].update(eval_every=11))
     assert "budgets.metaworld.quick.eval_every: must be at most train_steps (10)" in msg

@@ -243,6 +243,10 @@ class Spec(_Strict):
     methods: list[MethodEntry] = Field(min_length=1)
     seeds: Seeds
     budgets: dict[Literal["metaworld", "maniskill"], BudgetsPerScale]
+    task_budgets: dict[str, dict[Literal["smoke", "quick", "paper"], dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="task -> scale -> budget fields that replace its suite's for that task's row "
+                    "(every method of the row alike), for a task measured to need another budget")
     paper: dict[str, dict[str, Percent | None]] = Field(
         default_factory=dict, description="task -> label -> success rate in percent, as printed")
     paper_notes: str = ""
@@ -278,8 +282,12 @@ class Spec(_Strict):
         return list(self.seeds) if isinstance(self.seeds, list) else list(getattr(self.seeds, scale))
 
     def budget(self, task: str, scale: str) -> Budget:
+        """The budget of one run of ``task`` at ``scale``: its suite's, with the fields that
+        ``task_budgets`` sets for the task replaced."""
         _check_scale(scale)
-        return getattr(self.budgets[self.suite_of(task)], scale)
+        base: Budget = getattr(self.budgets[self.suite_of(task)], scale)
+        override = self.task_budgets.get(task, {}).get(scale)
+        return Budget(**{**base.model_dump(), **override}) if override else base
 
     def resolved_settings(self, label: str) -> MethodSettings:
         e = self.entry(label)
@@ -464,6 +472,23 @@ def _semantic_checks(spec: Spec, source: str) -> None:
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
         errors.append(f"methods: duplicate labels {dup}")
+    for t, per_scale in spec.task_budgets.items():
+        if t not in spec.tasks:
+            errors.append(f"task_budgets.{t}: not one of the spec's tasks ({', '.join(spec.tasks)})")
+            continue
+        base = spec.budgets.get(suites.get(t, ""))
+        for scale, fields in per_scale.items():
+            if "policy_input" in fields:
+                errors.append(f"task_budgets.{t}.{scale}.policy_input: a row's policy input is its suite's "
+                              f"(budgets.<suite>.{scale}.policy_input); give that input a spec of its own")
+                continue
+            if base is None:
+                continue
+            try:
+                Budget.model_validate({**getattr(base, scale).model_dump(), **fields})
+            except ValidationError as e:
+                for d in e.errors():
+                    errors.append(f"task_budgets.{t}.{scale}.{_error_line(d, tuple(d['loc']), Budget)}")
     # equal terms: every column of a scale trains with the budget's policy input, so a method that
     # cannot use it (an image-only reward with a points-only policy) is a spec error, not a failed run
     for suite, per_scale in spec.budgets.items():
