@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     # flags that change how ground-truth plans are made; the anticipation models were trained on the entry's
     ground_truth_only = {"--camera": ("camera", args.camera), "--max-step": ("keyframes", args.max_step is not None),
                          "--object-points": ("object points", args.object_points is not None or args.arm_after_object)}
-    for flag, (what, given) in ground_truth_only.items():
-        if args.subgoals == "generated" and given:
-            ap.error(f"{flag}: the anticipation models are trained on the task entry's {what}; use it with "
-                     "--subgoals ground_truth")
     if args.subgoals == "generated":
+        for flag, (what, given) in ground_truth_only.items():
+            if given:
+                ap.error(f"{flag}: the anticipation models are trained on the task entry's {what}; use it with "
+                         "--subgoals ground_truth")
         from relam.relam_method import anticipation_model
         from relam.wrappers import AnticipationPlanner
 

@@ -287,7 +287,7 @@ class Spec(_Strict):
         _check_scale(scale)
         base: Budget = getattr(self.budgets[self.suite_of(task)], scale)
         override = self.task_budgets.get(task, {}).get(scale)
-        return Budget(**{**base.model_dump(), **override}) if override else base
+        return _with_fields(base, override) if override else base
 
     def resolved_settings(self, label: str) -> MethodSettings:
         e = self.entry(label)
@@ -433,6 +433,11 @@ def _format_validation(source: str, err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _with_fields(base: Budget, fields: dict[str, Any]) -> Budget:
+    """``base`` with ``fields`` replaced, validated whole (a task's row passes every rule of a budget)."""
+    return Budget.model_validate({**base.model_dump(), **fields})
+
+
 def _semantic_checks(spec: Spec, source: str) -> None:
     """Names that pydantic cannot know: tasks, methods, settings, labels."""
     from relam.tasks import get_task, list_tasks
@@ -485,7 +490,7 @@ def _semantic_checks(spec: Spec, source: str) -> None:
             if base is None:
                 continue
             try:
-                Budget.model_validate({**getattr(base, scale).model_dump(), **fields})
+                _with_fields(getattr(base, scale), fields)
             except ValidationError as e:
                 for d in e.errors():
                     errors.append(f"task_budgets.{t}.{scale}.{_error_line(d, tuple(d['loc']), Budget)}")
