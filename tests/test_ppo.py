@@ -293,3 +293,24 @@ def test_the_final_evaluation_scores_the_saved_policy(tmp_path):
     assert float(rows[-1]["mean_return"]) == pytest.approx(np.mean(saved.returns), abs=1e-9)
     # ... and an update did happen after the evaluation at 20 (so the check above can fail)
     assert float(rows[-2]["mean_return"]) != pytest.approx(float(rows[-1]["mean_return"]), abs=1e-9)
+
+
+def test_target_kl_stops_an_updates_epochs_and_train_csv_logs_each_update(tmp_path):
+    """``target_kl`` reaches SB3 and cuts the epochs of an update; ``train.csv`` carries the update's
+    approximate KL (what to choose it from) on every rollout after the first."""
+    import csv
+
+    small = dict(n_steps=20, batch_size=10, n_epochs=8, point_hidden=(8,), net_arch=(8,), learning_rate=3e-2)
+    with pytest.raises(ValueError, match="target_kl"):
+        PPOSettings(target_kl=0.0)
+    epochs = {}
+    for name, kl in (("free", None), ("bounded", 1e-9)):
+        train_ppo(lambda s: CountEnv(), PPOSettings(**small, target_kl=kl), tmp_path / name, total_steps=60,
+                  eval_every=60, eval_episodes=1, seed=0, progress=False)
+        model = HierarchicalPPO.load(tmp_path / name / "checkpoint.zip")
+        assert model.target_kl == kl
+        epochs[name] = model._n_updates
+        rows = list(csv.DictReader((tmp_path / name / "train.csv").open()))
+        assert rows[0]["ppo_approx_kl"] == "" and all(float(r["ppo_approx_kl"]) >= 0 for r in rows[1:])
+        assert all(0 < float(r["ppo_std"]) for r in rows[1:])
+    assert epochs["free"] == 3 * 8 and epochs["bounded"] < epochs["free"]

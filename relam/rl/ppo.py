@@ -212,6 +212,10 @@ class PPOSettings:
     ent_coef: float = 0.0
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    #: SB3's ``target_kl``: stop an update's epochs once the approximate KL between the rollout's
+    #: policy and the updated one passes 1.5x this; None (appendix C: not given) runs all
+    #: ``n_epochs``. ``train.csv`` logs each update's ``ppo_approx_kl`` to choose it from.
+    target_kl: float | None = None
     segment_gae: bool = True
     reward_scaling: bool = True
     clip_scaled_reward: float = 10.0
@@ -246,6 +250,8 @@ class PPOSettings:
         if self.n_steps % self.n_envs:
             raise ValueError(f"PPOSettings.n_steps={self.n_steps} must be a multiple of n_envs={self.n_envs} "
                              "(each environment collects n_steps // n_envs steps a rollout)")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"PPOSettings.target_kl={self.target_kl}: must be > 0, or None for no early stop")
         if self.lr_schedule not in ("constant", "linear"):
             raise ValueError(f"PPOSettings.lr_schedule={self.lr_schedule!r}: choose 'constant' or 'linear'")
         if self.vec_env not in ("dummy", "subproc"):
@@ -324,6 +330,7 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
         ent_coef=settings.ent_coef,
         vf_coef=settings.vf_coef,
         max_grad_norm=settings.max_grad_norm,
+        target_kl=settings.target_kl,
         policy_kwargs=policy_kwargs,
         tensorboard_log=None,
         verbose=0,
@@ -352,13 +359,17 @@ _TRAIN_FIELDS = ("step", "wall_s", "ep_return_mean", "episodes", "stage_mean", "
 #: rollout. Their environments pay a placeholder 0, so ``ep_return_mean`` says nothing for them.
 MODEL_REWARD_PREFIX = "reward_model/"
 MODEL_REWARD_KEY = MODEL_REWARD_PREFIX + "reward_mean"
+#: SB3's statistics of the last PPO update, logged per rollout as ``ppo_<name>`` (the update that
+#: ran before the rollout the row describes; absent on the first rollout): how far each update
+#: moves the policy, which :attr:`PPOSettings.target_kl` bounds.
+PPO_UPDATE_KEYS = ("approx_kl", "clip_fraction", "std", "explained_variance")
 _EVAL_FIELDS = ("step", "success_rate", "mean_stage", "mean_return", "wall_s")
 
 
 def _train_fields(rows: list[dict[str, Any]]) -> tuple[str, ...]:
     """``train.csv``'s columns: :data:`_TRAIN_FIELDS`, then any ``model_*`` statistics a reward
-    model logged under :data:`MODEL_REWARD_PREFIX` (in order of first appearance; none for methods
-    without a batched reward model, whose file is unchanged)."""
+    model logged under :data:`MODEL_REWARD_PREFIX` and the ``ppo_*`` update statistics
+    (:data:`PPO_UPDATE_KEYS`), in order of first appearance."""
     extra: dict[str, None] = {}
     for row in rows:
         extra.update((k, None) for k in row if k not in _TRAIN_FIELDS)
@@ -413,6 +424,9 @@ class _TrainLog(BaseCallback):
         for key, value in self.model.logger.name_to_value.items():
             if key.startswith(MODEL_REWARD_PREFIX) and key != MODEL_REWARD_KEY:
                 row["model_" + key[len(MODEL_REWARD_PREFIX):]] = float(value)
+        for name in PPO_UPDATE_KEYS:
+            if "train/" + name in self.model.logger.name_to_value:
+                row["ppo_" + name] = float(self.model.logger.name_to_value["train/" + name])
         self.rows.append(row)
         self._ep_stage.clear()
         self._ep_success.clear()
