@@ -128,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     variant = (f"{args.steps // 1000}k-{args.shape}-th{reward_theta(args)}-"
                + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + (f"skip{args.skip_ahead}-" if args.skip_ahead is not None else "")
-               + ("" if args.stage_term in (None, "unreached") else f"{args.stage_term}-")
+               + ("" if args.stage_term is None else f"{args.stage_term}-")
                + f"{args.reach or task.reach}-" + (f"pt{args.point_theta:g}-" if args.point_theta else "") + f"ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-ns{args.n_steps}" if args.n_steps != 2000 else "") + (f"-b{args.batch_size}" if args.batch_size != 64 else "")
-               + (f"-kl{args.target_kl:g}" if args.target_kl else "")
+               + (f"-kl{args.target_kl:g}" if args.target_kl else "") + ("-plaingae" if args.no_segment_gae else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
                + (f"-obj{args.object_points}" if args.object_points is not None else "")
                + ("-armrest" if args.arm_after_object else "")
