@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                          "task entry's reach)")
     ap.add_argument("--point-theta", type=float, default=None,
                     help="with reach mean, every keypoint also within this many px (RewardSettings.point_theta_s)")
+    ap.add_argument("--object-theta", type=float, default=None,
+                    help="RewardSettings.object_theta_s: with reach mean, the object point within this many px too")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-schedule", choices=("constant", "linear"), default="constant",
                     help="linear: anneal the learning rate to 0 at --steps")
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                + (f"fth{final_theta:g}-" if final_theta is not None else "")
                + (f"skip{args.skip_ahead}-" if args.skip_ahead is not None else "")
                + ("" if args.stage_term is None else f"{args.stage_term}-")
-               + f"{args.reach or task.reach}-" + (f"pt{args.point_theta:g}-" if args.point_theta else "") + f"ps{task.post_success_steps}"
+               + f"{args.reach or task.reach}-" + (f"pt{args.point_theta:g}-" if args.point_theta else "")
+               + (f"ot{args.object_theta:g}-" if args.object_theta else "") + f"ps{task.post_success_steps}"
                f"-e{args.n_envs}-ls{args.log_std_init:g}-lr{args.lr:g}"
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-ns{args.n_steps}" if args.n_steps != 2000 else "") + (f"-b{args.batch_size}" if args.batch_size != 64 else "")
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     # the task entry's reward fields, as relam run uses them (button-press-wall-v3: final_theta_s 3 px)
     # and the flags given on top of them
     flags = {"final_theta_s": args.final_theta, "skip_ahead": args.skip_ahead, "stage_term": args.stage_term,
-             "theta_s": args.theta, "reach": args.reach, "point_theta_s": args.point_theta}
+             "theta_s": args.theta, "reach": args.reach, "point_theta_s": args.point_theta,
+             "object_theta_s": args.object_theta}
     reward = dataclasses.replace(task_reward_settings(task, args.shape),
                                  **{k: v for k, v in flags.items() if v is not None})
     if args.reference:

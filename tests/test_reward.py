@@ -343,3 +343,25 @@ def test_scalar_fast_path_is_bit_identical_to_the_array_form(shape, reach):
         shape_reward(float("nan"), s)
     with pytest.raises(ValueError, match="finite"):
         shape_reward(-1.0, s)
+
+
+def test_object_theta_s_bounds_the_object_point_alone():
+    """The object point (the first keypoint) must be within object_theta_s, while an arm point may
+    still lag as far as the mean allows: the door's failure (door point 16-62 px behind, arm on
+    target) is refused, a turn passed with one arm point 9 px off is not."""
+    target = np.array([[[0.0, 0.0], [10.0, 0.0], [20.0, 0.0], [30.0, 0.0]]])
+    settings = RewardSettings(theta_s=6.0, reach="mean", object_theta_s=6.0)
+    door_behind = target[0].copy()
+    door_behind[0, 0] += 20.0  # mean 5 px: met under the mean alone
+    reward = ReLAMReward(settings)
+    reward.reset(target)
+    assert not reward.step(door_behind).reached
+    arm_off = target[0].copy()
+    arm_off[1, 1] += 9.0  # an arm point 9 px off, the object point on target: mean 2.25 px
+    assert reward.step(arm_off).reached
+    assert "object_theta_s" not in RewardSettings().to_dict()
+    assert settings.to_dict()["object_theta_s"] == 6.0
+    with pytest.raises(ValueError, match="object_theta_s"):
+        RewardSettings(object_theta_s=6.0)  # reach "every" already bounds every point
+    with pytest.raises(ValueError, match="object_theta_s"):
+        RewardSettings(reach="mean", object_theta_s=-1.0)
