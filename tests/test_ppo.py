@@ -40,6 +40,12 @@ def test_segmented_gae_hand_computed():
     np.testing.assert_allclose(adv_e[:, 0], [1.25, 1.0, 1.5])
     with pytest.raises(ValueError, match="shape"):
         segmented_gae(r, v, starts, seg[:2], np.array([2.0]), np.array([False]), 0.5, 0.5)
+    # segment_bootstrap kappa keeps kappa * V(next) at the cut, the chain still cut:
+    # t=1: 2 + .5*.5*1.5 - 1 = 1.375 ; t=0: (1 + .5*1 - .5) + .25*1.375
+    adv_k, _ = segmented_gae(r, v, starts, seg, np.array([2.0]), np.array([False]), 0.5, 0.5, 0.5)
+    np.testing.assert_allclose(adv_k[:, 0], [1.0 + 0.25 * 1.375, 1.375, 2.5])
+    with pytest.raises(ValueError, match="segment_bootstrap"):
+        PPOSettings(segment_bootstrap=1.5)
 
 
 class CountEnv(gym.Env):
@@ -314,3 +320,16 @@ def test_target_kl_stops_an_updates_epochs_and_train_csv_logs_each_update(tmp_pa
         assert rows[0]["ppo_approx_kl"] == "" and all(float(r["ppo_approx_kl"]) >= 0 for r in rows[1:])
         assert all(0 < float(r["ppo_std"]) for r in rows[1:])
     assert epochs["free"] == 3 * 8 and epochs["bounded"] < epochs["free"]
+
+
+def test_segment_bootstrap_reaches_the_rollout_buffer_and_a_resumed_model(tmp_path):
+    settings = PPOSettings(n_steps=20, batch_size=10, n_epochs=1, point_hidden=(8,), net_arch=(8,),
+                           segment_bootstrap=0.5)
+    model = make_ppo(make_vec_env(lambda s: CountEnv(), 0, settings), settings, seed=0)
+    assert model.rollout_buffer.segment_bootstrap == 0.5
+    model.save(tmp_path / "m.zip")
+    loaded = HierarchicalPPO.load(tmp_path / "m.zip", env=make_vec_env(lambda s: CountEnv(), 0, settings))
+    assert loaded.rollout_buffer.segment_bootstrap == 0.5
+    plain = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(n_steps=20, batch_size=10)),
+                     PPOSettings(n_steps=20, batch_size=10))
+    assert plain.rollout_buffer.segment_bootstrap == 0.0

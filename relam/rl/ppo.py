@@ -74,6 +74,7 @@ def segmented_gae(
     last_dones: np.ndarray,
     gamma: float,
     gae_lambda: float,
+    segment_bootstrap: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GAE(lambda) cut at episode ends *and* at subgoal ends.
 
@@ -82,9 +83,13 @@ def segmented_gae(
     reached a subgoal.  ``last_values``/``last_dones`` (n_envs,) are the value of the observation
     after the rollout and whether the last transition ended an episode.
 
-    With ``c_t = (1 - done_t)(1 - segment_end_t)``:
-    ``delta_t = r_t + gamma c_t V_{t+1} - V_t``, ``A_t = delta_t + gamma lambda c_t A_{t+1}``;
-    returns ``(advantages, returns = advantages + values)``, float32.
+    With ``c_t = (1 - done_t)(1 - segment_end_t)`` and ``b_t = (1 - done_t)(1 - (1 - kappa)
+    segment_end_t)``, ``kappa = segment_bootstrap``:
+    ``delta_t = r_t + gamma b_t V_{t+1} - V_t``, ``A_t = delta_t + gamma lambda c_t A_{t+1}``;
+    returns ``(advantages, returns = advantages + values)``, float32. ``kappa = 0`` (the paper's
+    "done" at a subgoal) makes a segment end terminal; ``kappa > 0`` keeps that share of the
+    next segment's value at the end of this one (the lambda chain stays cut), so a segment's
+    advantage sees what its end state is worth to the rest of the plan.
     """
     r = np.asarray(rewards, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
@@ -105,8 +110,9 @@ def segmented_gae(
         else:
             cont = 1.0 - starts[t + 1]
             next_v = v[t + 1]
+        boot = cont * (1.0 - (1.0 - segment_bootstrap) * seg[t])
         cont = cont * (1.0 - seg[t])
-        delta = r[t] + gamma * next_v * cont - v[t]
+        delta = r[t] + gamma * next_v * boot - v[t]
         last = delta + gamma * gae_lambda * cont * last
         adv[t] = last
     return adv.astype(np.float32), (adv + v).astype(np.float32)
@@ -119,6 +125,8 @@ class SubgoalRolloutBuffer(DictRolloutBuffer):
     """
 
     cut_segments: bool = True
+    #: the share of the next segment's value kept at a subgoal end (segmented_gae's ``kappa``)
+    segment_bootstrap: float = 0.0
 
     def reset(self) -> None:
         super().reset()
@@ -147,6 +155,7 @@ class SubgoalRolloutBuffer(DictRolloutBuffer):
             np.asarray(dones),
             self.gamma,
             self.gae_lambda,
+            self.segment_bootstrap,
         )
 
 
@@ -168,15 +177,17 @@ class SubgoalEndRecorder(BaseCallback):
 class HierarchicalPPO(PPO):
     """PPO whose GAE is cut at subgoal ends (see the module docstring)."""
 
-    def __init__(self, *args: Any, segment_gae: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, segment_gae: bool = True, segment_bootstrap: float = 0.0, **kwargs: Any):
         kwargs.setdefault("rollout_buffer_class", SubgoalRolloutBuffer)
         self.segment_gae = bool(segment_gae)
+        self.segment_bootstrap = float(segment_bootstrap)
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
         super()._setup_model()
         if isinstance(self.rollout_buffer, SubgoalRolloutBuffer):
             self.rollout_buffer.cut_segments = self.segment_gae
+            self.rollout_buffer.segment_bootstrap = getattr(self, "segment_bootstrap", 0.0)
 
     def learn(self, total_timesteps: int, callback: Any = None, **kwargs: Any):
         cbs: list = [SubgoalEndRecorder()]
@@ -217,6 +228,10 @@ class PPOSettings:
     #: ``n_epochs``. ``train.csv`` logs each update's ``ppo_approx_kl`` to choose it from.
     target_kl: float | None = None
     segment_gae: bool = True
+    #: with ``segment_gae``, the share of the next segment's value that a subgoal end keeps
+    #: (:func:`segmented_gae`'s ``kappa``): 0 is the paper's "done" at every subgoal, which makes
+    #: each segment blind to the state it ends in; 1 bootstraps through (the lambda chain stays cut).
+    segment_bootstrap: float = 0.0
     reward_scaling: bool = True
     clip_scaled_reward: float = 10.0
     cnn_channels: tuple[int, ...] = (32, 64, 64)
@@ -250,6 +265,8 @@ class PPOSettings:
         if self.n_steps % self.n_envs:
             raise ValueError(f"PPOSettings.n_steps={self.n_steps} must be a multiple of n_envs={self.n_envs} "
                              "(each environment collects n_steps // n_envs steps a rollout)")
+        if not 0.0 <= self.segment_bootstrap <= 1.0:
+            raise ValueError(f"PPOSettings.segment_bootstrap={self.segment_bootstrap}: must be in [0, 1]")
         if self.target_kl is not None and not self.target_kl > 0:
             raise ValueError(f"PPOSettings.target_kl={self.target_kl}: must be > 0, or None for no early stop")
         if self.lr_schedule not in ("constant", "linear"):
@@ -320,6 +337,7 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
         "MultiInputPolicy",
         env,
         segment_gae=settings.segment_gae,
+        segment_bootstrap=settings.segment_bootstrap,
         learning_rate=learning_rate_schedule(settings),
         n_steps=settings.steps_per_env,
         batch_size=settings.batch_size,
