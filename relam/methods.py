@@ -109,6 +109,11 @@ class Budget(BaseModel):
     ppo_batch_size: int = Field(default=64, gt=0, strict=True,
                                 description="PPO minibatch size (appendix C: 64; 10 epochs over the rollout "
                                             "either way, so a larger one makes fewer, less noisy steps)")
+    ppo_segment_bootstrap: float = Field(
+        default=0.0, ge=0.0, le=1.0, strict=True,
+        description="the share of the next subgoal segment's value that PPO's advantage keeps at a subgoal end "
+                    "(relam.rl.ppo.PPOSettings.segment_bootstrap; 0: appendix A.3's 'done' at every subgoal, "
+                    "which leaves each segment blind to the state it ends in)")
     lr_schedule: Literal["constant", "linear"] = Field(
         default="constant", description="PPO learning rate over the run: constant, or linear to 0 at train_steps")
     iql_encoder: Literal["separate", "shared", "frozen"] = Field(
@@ -146,7 +151,7 @@ class Budget(BaseModel):
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "ppo_batch_size": 64, "lr_schedule": "constant", "iql_encoder": "separate",
+                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "lr_schedule": "constant", "iql_encoder": "separate",
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
 
@@ -229,7 +234,7 @@ class RunContext:
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
         the budget's ``ppo_batch_size`` (at most the rollout), its exploration std and learning rate
-        (and its schedule)."""
+        (and its schedule) and its ``ppo_segment_bootstrap``."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
@@ -237,7 +242,7 @@ class RunContext:
         n = max(b.n_envs, n - n % b.n_envs)
         kw: dict[str, Any] = dict(n_steps=n, batch_size=min(b.ppo_batch_size, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
-                                  lr_schedule=b.lr_schedule)
+                                  lr_schedule=b.lr_schedule, segment_bootstrap=b.ppo_segment_bootstrap)
         kw.update(overrides)
         return PPOSettings(**kw)
 

@@ -74,6 +74,8 @@ def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
     ppo = _ctx(n_envs=8, log_std_init=-0.5, learning_rate=1e-4).ppo_settings()
     assert (ppo.n_steps, ppo.n_envs, ppo.steps_per_env) == (2000, 8, 250)
     assert (ppo.log_std_init, ppo.learning_rate) == (-0.5, 1e-4)
+    assert ppo.segment_bootstrap == 0.0  # appendix A.3's cut unless a budget says otherwise
+    assert _ctx(ppo_segment_bootstrap=0.5).ppo_settings().segment_bootstrap == 0.5
     small = _ctx(train_steps=300, eval_every=100, n_envs=16).ppo_settings()  # smoke-sized budgets collect what they can
     assert small.n_steps % 16 == 0 and small.n_steps <= 300
     with pytest.raises(ValueError, match="multiple of n_envs"):

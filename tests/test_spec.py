@@ -113,7 +113,8 @@ def test_budget_numbers_are_strict(tmp_path):
 def test_a_task_budget_replaces_its_suites_fields_for_that_row_only(tmp_path):
     data = copy.deepcopy(BASE)
     data["tasks"] = ["drawer-open-v3", "door-open-v3"]
-    data["task_budgets"] = {"door-open-v3": {"quick": {"train_steps": 8, "ppo_batch_size": 256}}}
+    data["task_budgets"] = {"door-open-v3": {"quick": {"train_steps": 8, "ppo_batch_size": 256,
+                                                       "ppo_segment_bootstrap": 0.5}}}
     spec = load_spec(write(tmp_path, data))
     door, drawer = spec.budget("door-open-v3", "quick"), spec.budget("drawer-open-v3", "quick")
     assert (door.train_steps, door.ppo_batch_size, door.eval_every) == (8, 256, 5)  # the rest: the suite's
