@@ -357,18 +357,10 @@ class StageTracker:
     ``skip_ahead`` later subgoals when one of those is met first (the farthest met wins)."""
 
     subgoals: np.ndarray  #: (S, N, 2) pixel keypoints, in order
-    theta_s: float
+    #: the reward's settings; the tracker reads the ones that say when a subgoal is met:
+    #: ``theta_s``, ``final_theta_s``, ``reach``, ``point_theta_s``, ``object_theta_s``, ``skip_ahead``
+    settings: RewardSettings
     stage: int = 0
-    #: "every" keypoint within theta_s, or the "mean" distance within theta_s (RewardSettings.reach)
-    reach: str = "every"
-    #: the last subgoal's threshold (None: theta_s; RewardSettings.final_theta_s)
-    final_theta_s: float | None = None
-    #: with reach "mean", every keypoint's bound (None: none; RewardSettings.point_theta_s)
-    point_theta_s: float | None = None
-    #: with reach "mean", the object (first) keypoint's bound (None: none; RewardSettings.object_theta_s)
-    object_theta_s: float | None = None
-    #: subgoals past the current target that may be met directly (RewardSettings.skip_ahead)
-    skip_ahead: int = 0
     #: how many subgoals the last :meth:`advance` counted as reached (0, 1, or more with skip_ahead)
     last_advance: int = 0
 
@@ -394,13 +386,14 @@ class StageTracker:
 
     def _meets(self, per_point: np.ndarray, d: float, index: int) -> bool:
         """Whether keypoints at ``per_point`` distances (mean ``d``) meet subgoal ``index``."""
-        theta = self.theta_s
-        if self.final_theta_s is not None and index >= self.n_subgoals - 1:
-            theta = self.final_theta_s
-        if self.reach == "every":
+        st = self.settings
+        theta = st.theta_s
+        if st.final_theta_s is not None and index >= self.n_subgoals - 1:
+            theta = st.final_theta_s
+        if st.reach == "every":
             return bool(np.all(per_point < theta))
-        return (d < theta and (self.point_theta_s is None or bool(np.all(per_point < self.point_theta_s)))
-                and (self.object_theta_s is None or bool(per_point[0] < self.object_theta_s)))
+        return (d < theta and (st.point_theta_s is None or bool(np.all(per_point < st.point_theta_s)))
+                and (st.object_theta_s is None or bool(per_point[0] < st.object_theta_s)))
 
     def advance(self, keypoints: np.ndarray) -> tuple[float, bool]:
         """Distance of ``keypoints`` to the current target, and whether a subgoal is reached (then
@@ -415,7 +408,7 @@ class StageTracker:
         self.last_advance = 0
         if self.done:
             return d, False
-        for j in range(min(self.n_subgoals - 1, self.stage + self.skip_ahead), self.stage, -1):
+        for j in range(min(self.n_subgoals - 1, self.stage + self.settings.skip_ahead), self.stage, -1):
             later = np.linalg.norm(kp - self.subgoals[j], axis=-1)
             if self._meets(later, float(later.mean()), j):
                 self.last_advance = j + 1 - self.stage
@@ -437,10 +430,7 @@ class ReLAMReward:
         self._tracker: StageTracker | None = None
 
     def reset(self, subgoals: np.ndarray) -> None:
-        self._tracker = StageTracker(subgoals, self.settings.theta_s, reach=self.settings.reach,
-                                     final_theta_s=self.settings.final_theta_s,
-                                     point_theta_s=self.settings.point_theta_s,
-                                     object_theta_s=self.settings.object_theta_s, skip_ahead=self.settings.skip_ahead)
+        self._tracker = StageTracker(subgoals, self.settings)
 
     @property
     def tracker(self) -> StageTracker:
