@@ -292,6 +292,18 @@ def test_figure_runs_are_shared_with_table4():
     assert f4 <= t4
 
 
+def test_table4_and_fig5_maniskill_quick_runs_are_offline_relam_runs():
+    """Table 4's and Fig. 5's ManiSkill cells at the quick scale use offline_relam's measured IQL
+    budget (the one that learns there), so one `relam run` of any of the three makes them all."""
+    offline = {r.key for r in expand(load_spec("offline_relam"), "quick")}
+    for name in ("table4", "fig5"):
+        cells = [r for r in expand(load_spec(name), "quick")
+                 if r.task in ("PushCube-v1", "PickCube-v1") and r.method != "random"]
+        assert len(cells) == 2 * 5 * 3 and {r.key for r in cells} <= offline, name
+    # the paper scale keeps the paper's policy input (no joint positions) in Table 4
+    assert load_spec("table4").budget("PushCube-v1", "paper").policy_input != "image+points+proprio"
+
+
 def test_ablation_variants_differ_only_in_settings():
     runs = expand(load_spec("fig6a"), "paper")
     assert sorted({r.settings["n_points"] for r in runs}) == [4, 8, 12]
