@@ -208,6 +208,30 @@ def test_stopped_pool_sweep_leaves_no_worker_and_keeps_its_records(tmp_path, cac
         assert f"stopped by {how}: {len(keys)} of 8 runs have records" in err, err
 
 
+def _sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_aborted_pool_leaves_no_wakeup_pipe_for_the_exit_hook():
+    """After ``close(abort=True)`` the pool's manager thread has ended and closed its wake-up pipe.
+    Otherwise CPython's exit hook (concurrent.futures.process._python_exit) can write to that pipe
+    while the thread closes it, and a stopped ``relam run`` prints "OSError: Bad file descriptor"
+    after its one line (seen once in CI under load)."""
+    from concurrent.futures import process as cf_process
+
+    from relam.experiments.backends import LocalBackend
+
+    backend = LocalBackend(_sleep, workers=2)
+    pool = backend._get_pool()
+    futures = [pool.submit(_sleep, 30.0) for _ in range(2)]
+    _wait_for(lambda: all(f.running() for f in futures), timeout=60)
+    manager = pool._executor_manager_thread
+    backend.close(abort=True)
+    assert not manager.is_alive(), "the manager thread outlives close(abort=True)"
+    assert all(w._closed for t, w in list(cf_process._threads_wakeups.items()) if t is manager)
+
+
 def test_concurrent_sweeps_share_work(tmp_path, cache):
     """Two sweeps of the same spec at once (as under pytest -n): every run is done exactly once."""
     spec_path = make_spec(tmp_path, seeds=(0, 1, 2), sleep_s=0.3)

@@ -137,6 +137,7 @@ class LocalBackend(Backend):
             pool.shutdown(wait=True, cancel_futures=True)
             return
         procs = list((getattr(pool, "_processes", None) or {}).values())
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
@@ -146,6 +147,11 @@ class LocalBackend(Backend):
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
+        # let the pool's manager thread see its dead workers and close its wake-up pipe before the
+        # interpreter exits: otherwise CPython's exit hook may write to that pipe while the thread
+        # closes it (3.11: "Exception ignored ... OSError: [Errno 9] Bad file descriptor")
+        if manager is not None:
+            manager.join(timeout=10)
 
 
 def ray_temp_dir() -> str:
