@@ -151,6 +151,18 @@ def test_multi_task_model_separates_tasks_by_the_task_frame(overfit):
     assert np.abs(b - lift0.keypoints).max() < 4.0
 
 
+def test_generate_keeps_no_tokens_of_the_frames_it_plans_from(overfit):
+    """An RL run plans from a new first frame at every reset: the model must not keep their tokens
+    (thousands per run; 0.8 MB each with DINOv2), and a frame's plan is the same either way."""
+    items, model, _ = overfit
+    before = len(model._cache)
+    plans = [model.generate(it.initial_frame, it.task) for it in items]
+    assert len(model._cache) == before
+    model.tokens(np.stack([it.initial_frame for it in items]))  # now cached: the same plans
+    for it, plan in zip(items, plans):
+        np.testing.assert_array_equal(model.generate(it.initial_frame, it.task), plan)
+
+
 def test_save_load_gives_identical_predictions(overfit, tmp_path):
     items, model, _ = overfit
     model.save(tmp_path / "m.pt")

@@ -30,9 +30,12 @@ class AnticipationModel:
     def tasks(self) -> list[str]:
         return sorted(self.task_frames)
 
-    def tokens(self, frames: np.ndarray) -> torch.Tensor:
-        """Frozen encoder tokens for (B,H,W,3) frames, cached by content."""
-        return encode_cached(self.encoder, frames, self._cache)
+    def tokens(self, frames: np.ndarray, keep: bool = True) -> torch.Tensor:
+        """Frozen encoder tokens for (B,H,W,3) frames, cached by content (``keep=False``: read the
+        cache but do not add to it, for frames seen once)."""
+        if keep:
+            return encode_cached(self.encoder, frames, self._cache)
+        return encode_cached(self.encoder, frames, dict(self._cache))
 
     def task_tokens(self, tasks: Sequence[str]) -> torch.Tensor:
         for t in tasks:
@@ -56,7 +59,9 @@ class AnticipationModel:
                              f"{frame.dtype} {frame.shape}")
         max_len = min(max_len or self.config.max_len, self.config.max_len)
         self.net.eval()
-        img = self.tokens(frame[None])
+        # not kept: an RL run plans from a new first frame at every reset (thousands per run; a
+        # DINOv2 frame's tokens are 0.8 MB), and no frame is planned from twice
+        img = self.tokens(frame[None], keep=False)
         tsk = self.task_tokens([task])
         n = self.config.num_points
         rows = torch.zeros(1, 1, n, 2)
