@@ -122,6 +122,11 @@ class Budget(BaseModel):
                     "CNN shared (trained by the critic), or the shared CNN frozen at initialisation with "
                     "every frame's features computed once (about 8x the gradient steps/s on a CPU)")
 
+    iql_encoder_steps: int = Field(
+        default=0, ge=0, strict=True,
+        description="with iql_encoder 'frozen': gradient steps that train the shared CNN (by the critic loss) "
+                    "before it is frozen (relam.rl.iql.IQLSettings.encoder_steps; 0: frozen at initialisation)")
+
     iql_actor_lr: Literal["constant", "cosine"] = Field(
         default="constant",
         description="offline IQL's actor learning rate over the run (relam.rl.iql.IQLSettings.actor_lr_schedule): "
@@ -137,6 +142,16 @@ class Budget(BaseModel):
         description="offline IQL's expectile tau of the value loss (relam.rl.iql.IQLSettings.expectile; "
                     "the original IQL: 0.7 on locomotion, 0.9 on AntMaze)")
 
+    @field_validator("iql_encoder_steps")
+    @classmethod
+    def _warm_up_needs_the_frozen_encoder(cls, steps: int, info: ValidationInfo) -> int:
+        """A warm-up only means something for the encoder that is frozen after it."""
+        encoder = info.data.get("iql_encoder", "separate")
+        if steps and encoder != "frozen":
+            raise ValueError(f"trains the shared CNN before freezing it, so it needs iql_encoder: frozen (got "
+                             f"{encoder!r}); set iql_encoder: frozen or drop iql_encoder_steps")
+        return steps
+
     @field_validator("eval_every")
     @classmethod
     def _evaluates_within_training(cls, eval_every: int, info: ValidationInfo) -> int:
@@ -151,7 +166,7 @@ class Budget(BaseModel):
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "lr_schedule": "constant", "iql_encoder": "separate",
+                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "lr_schedule": "constant", "iql_encoder": "separate", "iql_encoder_steps": 0,
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
 

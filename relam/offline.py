@@ -401,7 +401,7 @@ def iql_settings(budget: Any, seed: int) -> Any:
     from relam.rl.iql import IQLSettings
 
     return IQLSettings(steps_per_epoch=budget.eval_every, epochs=max(1, budget.train_steps // budget.eval_every),
-                       seed=seed, encoder=budget.iql_encoder, actor_lr_schedule=budget.iql_actor_lr,
+                       seed=seed, encoder=budget.iql_encoder, encoder_steps=budget.iql_encoder_steps, actor_lr_schedule=budget.iql_actor_lr,
                        temperature=budget.iql_temperature, expectile=budget.iql_expectile)
 
 

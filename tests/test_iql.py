@@ -355,3 +355,18 @@ def test_a_budget_sets_the_iql_temperature_and_expectile():
     assert tuned.key_dict()["iql_temperature"] == 10.0 and tuned.key_dict()["iql_expectile"] == 0.9
     with pytest.raises(ValueError, match="iql_expectile"):
         Budget(**base, iql_expectile=1.0)
+
+
+def test_a_budget_sets_the_frozen_encoders_warm_up():
+    """``iql_encoder_steps`` (budget) reaches IQLSettings.encoder_steps; at 0 it stays out of the run
+    key; it needs ``iql_encoder: frozen`` and says so."""
+    from relam.methods import Budget
+    from relam.offline import iql_settings
+
+    base = dict(train_steps=60, eval_every=20, eval_episodes=1, iql_encoder="frozen")
+    assert iql_settings(Budget(**base), seed=0).encoder_steps == 0
+    assert "iql_encoder_steps" not in Budget(**base).key_dict()
+    warm = Budget(**base, iql_encoder_steps=40)
+    assert iql_settings(warm, seed=0).encoder_steps == 40 and warm.key_dict()["iql_encoder_steps"] == 40
+    with pytest.raises(ValueError, match="iql_encoder_steps(.|\\n)*iql_encoder: frozen"):
+        Budget(train_steps=60, eval_every=20, eval_episodes=1, iql_encoder="shared", iql_encoder_steps=40)
