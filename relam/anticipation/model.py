@@ -33,9 +33,7 @@ class AnticipationModel:
     def tokens(self, frames: np.ndarray, keep: bool = True) -> torch.Tensor:
         """Frozen encoder tokens for (B,H,W,3) frames, cached by content (``keep=False``: read the
         cache but do not add to it, for frames seen once)."""
-        if keep:
-            return encode_cached(self.encoder, frames, self._cache)
-        return encode_cached(self.encoder, frames, dict(self._cache))
+        return encode_cached(self.encoder, frames, self._cache, store=keep)
 
     def task_tokens(self, tasks: Sequence[str]) -> torch.Tensor:
         for t in tasks:

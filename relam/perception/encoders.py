@@ -394,18 +394,20 @@ def image_key(image: np.ndarray) -> str:
 
 
 def encode_cached(encoder: ImageEncoder, images: np.ndarray, cache: dict[str, torch.Tensor],
-                  batch_size: int = 64) -> torch.Tensor:
+                  batch_size: int = 64, store: bool = True) -> torch.Tensor:
     """Encode ``images`` (B,H,W,3) using/filling an in-memory ``cache`` keyed by content.
 
     The encoders are frozen, so a frame's tokens never change: training computes each distinct
-    frame once and reuses the tensor every step.
+    frame once and reuses the tensor every step. ``store=False`` reads the cache but leaves it as
+    it was (frames seen once, such as the first frames an RL run plans from).
     """
     images = _check_images(images)
     keys = [image_key(im) for im in images]
     todo = sorted({k: i for i, k in enumerate(keys) if k not in cache}.items(), key=lambda t: t[1])
+    new: dict[str, torch.Tensor] = cache if store else {}
     for j in range(0, len(todo), batch_size):
         chunk = todo[j:j + batch_size]
         toks = encoder.encode(images[[i for _, i in chunk]])
         for (k, _), t in zip(chunk, toks):
-            cache[k] = t
-    return torch.stack([cache[k] for k in keys])
+            new[k] = t
+    return torch.stack([cache[k] if k in cache else new[k] for k in keys])
