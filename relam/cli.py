@@ -463,6 +463,43 @@ def cmd_gif(args: argparse.Namespace) -> int:
     return 0
 
 
+def setup_failures(p: argparse.ArgumentParser) -> None:
+    _spec_arg(p)
+    _scale_arg(p)
+    p.add_argument("--task", default=None, help="a Meta-World task of the spec (default: its first)")
+    p.add_argument("--method", default=None, help="a ReLAM column of the spec, by label (default: its first)")
+    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scale's first)")
+    p.add_argument("--episodes", type=_positive_int, default=30,
+                   help="evaluation episodes to replay (the run's own evaluation seeds, in order; default 30)")
+    p.add_argument("--out", default=None,
+                   help="the CSV (default <cache>/reports/<spec>/<scale>/policy/<task>__<method>__seed<N>"
+                        ".failures.csv, beside the cell's GIF)")
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    """Where a trained ReLAM policy stops: its evaluation episodes replayed, a verdict for each."""
+    from relam.experiments import load_spec
+    from relam.policy_failures import policy_failures, verdict_counts
+    from relam.policy_gif import PolicyGifError
+
+    spec = load_spec(args.spec)
+    if args.out is not None and not str(args.out).lower().endswith(".csv"):
+        raise UsageError(f"--out {args.out}: the table is a CSV file", fix="pass --out F.csv")
+    try:
+        path, eps, run = policy_failures(spec, args.scale, task=args.task, label=args.method, seed=args.seed,
+                                         episodes=args.episodes, out=args.out)
+    except PolicyGifError as e:
+        raise UsageError(str(e), fix=e.fix) from None
+    for ep in eps:
+        print(ep.line())
+    print(f"{spec.name} [{args.scale}] {run.task} / {run.label} / seed {run.seed} (run {run.key}), "
+          f"{len(eps)} episodes:")
+    for verdict, n in verdict_counts(eps).items():
+        print(f"  {verdict}: {n}")
+    print(f"written: {path}")
+    return 0
+
+
 def setup_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT.tar.gz", help="the archive to write")
     p.add_argument("spec", nargs="?", default=None,
@@ -511,6 +548,7 @@ add_subcommand("table", setup_table, cmd_table)
 add_subcommand("plot", setup_plot, cmd_plot)
 add_subcommand("report", setup_report, cmd_report)
 add_subcommand("gif", setup_gif, cmd_gif)
+add_subcommand("failures", setup_failures, cmd_failures)
 add_subcommand("export", setup_export, cmd_export)
 add_subcommand("import", setup_import, cmd_import)
 

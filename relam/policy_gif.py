@@ -27,7 +27,7 @@ import numpy as np
 from relam.cache import atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = ["PolicyGifError", "PolicyEpisode", "default_gif_path", "find_policy_run", "gif_for_run",
-           "load_policy", "policy_env", "policy_gif", "rollout"]
+           "load_policy", "policy_env", "policy_gif", "rollout", "run_context"]
 
 #: the methods whose runs leave a PPO checkpoint with keypoints and subgoals to draw
 GIF_METHODS = ("relam",)
@@ -146,7 +146,8 @@ def load_policy(ckpt: str | Path) -> Any:
     return HierarchicalPPO.load(str(ckpt), device="cpu")
 
 
-def _context(run: Any, out_dir: Path) -> Any:
+def run_context(run: Any, out_dir: Path) -> Any:
+    """The :class:`relam.methods.RunContext` that trained ``run`` (its settings, budget, seed)."""
     from relam.methods import Budget, RunContext, get_method
 
     method = get_method(run.method)
@@ -214,7 +215,7 @@ def gif_for_run(run: Any, ckpt: str | Path, out: str | Path, episodes: int = 1, 
         raise PolicyGifError(f"--out {out}: the file must end in .gif")
     if int(episodes) < 1:
         raise PolicyGifError(f"--episodes {episodes}: must be >= 1")
-    ctx = _context(run, Path(work_dir) if work_dir is not None else Path(ckpt).parent)
+    ctx = run_context(run, Path(work_dir) if work_dir is not None else Path(ckpt).parent)
     model = load_policy(ckpt)
     env, wrapper = policy_env(ctx)
     try:

@@ -255,6 +255,18 @@ def make_relam_eval_fn(task: str, planner: Any, n_episodes: int = 10, settings: 
 # --------------------------------------------------------------------------- the method
 
 
+def online_env(ctx: RunContext, planner: Any, seed: int | None = None) -> Any:
+    """A run's online environment (training and evaluation alike): the task entry with the budget's
+    horizon, ``planner`` (:func:`make_planner`), the run's reward settings and policy input. Also
+    what ``relam failures`` replays a trained policy in."""
+    from relam.wrappers import make_relam_env
+
+    b = ctx.budget
+    return make_relam_env(ctx.task_spec(), planner, seed=seed, settings=reward_settings(ctx),
+                          n_points=ctx.settings.n_points,  # type: ignore[attr-defined]
+                          include_image=b.sees_image, include_proprio=b.sees_proprio)
+
+
 @register_method("relam")
 class ReLAM(RewardMethod):
     """ReLAM (the paper's method): keypoint subgoals from the anticipation model, distance reward."""
@@ -282,19 +294,11 @@ class ReLAM(RewardMethod):
     def online(self, ctx: RunContext) -> RunResult:
         """Hierarchical PPO through the ReLAM wrapper (Meta-World rows)."""
         from relam.rl.ppo import train_ppo
-        from relam.wrappers import make_relam_env
 
-        s: ReLAMSettings = ctx.settings  # type: ignore[assignment]
-        spec, planner, reward = ctx.task_spec(), make_planner(ctx), reward_settings(ctx)
-        b = ctx.budget
-        ppo = ctx.ppo_settings()
-
-        def env_fn(seed: int):
-            return make_relam_env(spec, planner, seed=seed, settings=reward, n_points=s.n_points,
-                                  include_image=b.sees_image, include_proprio=b.sees_proprio)
-
-        return train_ppo(env_fn, ppo, Path(ctx.out_dir), b.train_steps, b.eval_every, b.eval_episodes,
-                         ctx.seed, progress=ctx.progress, title=f"ReLAM {spec.name} seed {ctx.seed}")
+        planner, b = make_planner(ctx), ctx.budget
+        return train_ppo(lambda seed: online_env(ctx, planner, seed), ctx.ppo_settings(), Path(ctx.out_dir),
+                         b.train_steps, b.eval_every, b.eval_episodes, ctx.seed, progress=ctx.progress,
+                         title=f"ReLAM {ctx.task} seed {ctx.seed}")
 
     def offline(self, ctx: RunContext) -> RunResult:
         """IQL on the task's offline control set labelled with ReLAM rewards (appendix A.4).

@@ -384,12 +384,18 @@ class StageTracker:
         """The current target keypoints (the last subgoal once all are reached)."""
         return self.subgoals[min(self.stage, self.n_subgoals - 1)]
 
+    def threshold(self, index: int) -> float:
+        """The threshold (px) of subgoal ``index``: ``final_theta_s`` for the last one where set,
+        else ``theta_s``."""
+        st = self.settings
+        if st.final_theta_s is not None and index >= self.n_subgoals - 1:
+            return float(st.final_theta_s)
+        return float(st.theta_s)
+
     def _meets(self, per_point: np.ndarray, d: float, index: int) -> bool:
         """Whether keypoints at ``per_point`` distances (mean ``d``) meet subgoal ``index``."""
         st = self.settings
-        theta = st.theta_s
-        if st.final_theta_s is not None and index >= self.n_subgoals - 1:
-            theta = st.final_theta_s
+        theta = self.threshold(index)
         if st.reach == "every":
             return bool(np.all(per_point < theta))
         return (d < theta and (st.point_theta_s is None or bool(np.all(per_point < st.point_theta_s)))

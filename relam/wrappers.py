@@ -237,6 +237,7 @@ class GroundTruthSubgoals:
         self._memo: dict[tuple[str, int], np.ndarray] = {}
         self.cache_size = int(cache_size)
         self.expert_failures = 0
+        self._missed: set[tuple[str, int]] = set()  # (task, seed) of the expert replays that failed
         self._lean = self.fast and rollout is None and extract is None
         self._views: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -261,7 +262,14 @@ class GroundTruthSubgoals:
         # task's path: its keyframes remain the best ground truth there is, so they are used, and
         # counted, rather than failing the whole run.
         self.expert_failures += int(not demo.succeeded)
+        if not demo.succeeded:
+            self._missed.add((name, int(seed)))
         return demo
+
+    def expert_missed(self, task: str, seed: int) -> bool:
+        """Whether the scripted expert replayed from ``seed`` failed the task, so that this
+        episode's ground-truth plan leads to no success (False for a seed not replayed yet)."""
+        return (str(task), int(seed)) in self._missed
 
     def _lean_rollout(self, env: Any, seed: int) -> Any:
         """:func:`relam.demos.rollout_expert` on a Meta-World TaskEnv with the lean

@@ -105,7 +105,7 @@ def test_cli_error_is_two_lines(spec, capsys):
 
 # --- a real run, its GIF and the report ----------------------------------------------------------
 def test_gif_of_a_trained_run_replays_its_evaluation_env_and_lands_in_the_report(spec, tmp_path, capsys):
-    from relam.policy_gif import _context
+    from relam.policy_gif import run_context
     from relam.reward import RewardSettings
     from relam.rl.evaluation import eval_seeds, run_episode
     from relam.relam_method import make_planner
@@ -123,7 +123,7 @@ def test_gif_of_a_trained_run_replays_its_evaluation_env_and_lands_in_the_report
     assert [e["seed"] for e in meta["episodes"]] == eval_seeds(2)
     # the GIF's episodes are those of the run's own (points-only, unrendered) environment
     model = load_policy(ckpt)
-    ctx = _context(run, ckpt.parent)
+    ctx = run_context(run, ckpt.parent)
     env = make_relam_env(ctx.task_spec(), make_planner(ctx), settings=RewardSettings(), n_points=4,
                          include_image=False)
     try:

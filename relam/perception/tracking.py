@@ -180,6 +180,14 @@ class SimTracker:
         self._body, self._local, _ = lift_to_bodies(query_uv, env.depth(), env.body_segmentation(),
                                                     self._camera, pos, rot)
 
+    @property
+    def bodies(self) -> np.ndarray:
+        """The body of each tracked point, as an index into the env's ``body_names`` (after
+        :meth:`reset`): what a keypoint is on, for reading a policy's failures."""
+        if self._body is None:
+            raise RuntimeError("SimTracker.bodies read before reset")
+        return self._body.copy()
+
     def update(self, frame: np.ndarray, env: Any = None) -> np.ndarray:
         """Current pixel positions (N,2) from env.body_poses(); no rendering."""
         if self._body is None:
