@@ -420,12 +420,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_gif(p: argparse.ArgumentParser) -> None:
+def _policy_cell_args(p: argparse.ArgumentParser) -> None:
+    """SPEC, --scale and the cell of a trained ReLAM policy (relam gif, relam failures)."""
     _spec_arg(p)
     _scale_arg(p)
     p.add_argument("--task", default=None, help="a Meta-World task of the spec (default: its first)")
     p.add_argument("--method", default=None, help="a ReLAM column of the spec, by label (default: its first)")
     p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scale's first)")
+
+
+def setup_gif(p: argparse.ArgumentParser) -> None:
+    _policy_cell_args(p)
     p.add_argument("--episodes", type=_positive_int, default=1,
                    help="evaluation episodes to play (the run's own evaluation seeds, in order)")
     p.add_argument("--px", type=_positive_int, default=3, help="enlargement of the 128 px frames")
@@ -464,11 +469,7 @@ def cmd_gif(args: argparse.Namespace) -> int:
 
 
 def setup_failures(p: argparse.ArgumentParser) -> None:
-    _spec_arg(p)
-    _scale_arg(p)
-    p.add_argument("--task", default=None, help="a Meta-World task of the spec (default: its first)")
-    p.add_argument("--method", default=None, help="a ReLAM column of the spec, by label (default: its first)")
-    p.add_argument("--seed", type=int, default=None, help="the run's seed (default: the scale's first)")
+    _policy_cell_args(p)
     p.add_argument("--episodes", type=_positive_int, default=30,
                    help="evaluation episodes to replay (the run's own evaluation seeds, in order; default 30)")
     p.add_argument("--out", default=None,
