@@ -96,9 +96,9 @@ def test_task_rules_and_keys():
     from relam.tasks import TaskError, get_task, parse_task
 
     assert get_task("PushCube-v1").keypoint_rule == get_task("PickCube-v1").keypoint_rule == "first_frame"
-    for t in ("drawer-open-v3", "button-press-wall-v3"):
-        assert get_task(t).keypoint_rule == "fps"
-    assert get_task("door-open-v3").keypoint_rule == "fps_arm"  # its door got 2 points under fps
+    assert get_task("drawer-open-v3").keypoint_rule == "fps"
+    # door's got 2 points under fps; button's follows door's (session 24)
+    assert get_task("door-open-v3").keypoint_rule == get_task("button-press-wall-v3").keypoint_rule == "fps_arm"
     # the rule does not shape the demos: it stays out of the entry's dict (the demos' key)
     assert "keypoint_rule" not in get_task("PushCube-v1").to_dict()
     entry = {"suite": "maniskill", "env_id": "PushCube-v1", "horizon": 10, "image_size": 64,
@@ -114,7 +114,7 @@ def test_task_rules_and_keys():
 
 def test_meta_world_subgoal_keys_unchanged():
     """The stems of Meta-World's subgoal datasets as made before the rule existed (HEAD 0268fb2):
-    the drawer/button online runs are cached on them; door's rule (fps_arm) is recorded in its key."""
+    the drawer online runs are cached on them; door's and button's rule (fps_arm) is recorded in their keys."""
     from relam.cache import settings_hash
     from relam.demos import demo_dir
     from relam.subgoals import _FORMAT_VERSION, PIPELINE_VERSION, subgoal_cache_path
@@ -125,7 +125,7 @@ def test_meta_world_subgoal_keys_unchanged():
                 payload = {"format_version": _FORMAT_VERSION, "pipeline_version": PIPELINE_VERSION,
                            "demos": demo_dir(t, "expert").name, "settings": s.to_dict(),
                            "n_demos": n, "kind": "expert"}
-                if t == "door-open-v3":
+                if t != "drawer-open-v3":
                     payload["keypoint_rule"] = "fps_arm"
                 assert subgoal_cache_path(t, s, n).stem == settings_hash(payload)
     # and the ManiSkill ones are not the fps-era keys
