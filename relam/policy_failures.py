@@ -33,7 +33,7 @@ import numpy as np
 
 from relam.cache import atomic_write_bytes
 
-__all__ = ["VERDICTS", "EpisodeVerdict", "default_failures_path", "diagnose_run", "policy_failures",
+__all__ = ["VERDICTS", "EpisodeVerdict", "default_failures_path", "diagnose_run", "policy_failures", "replay",
            "verdict_counts"]
 
 #: the verdicts, in the order the summary lists them
