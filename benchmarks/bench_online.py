@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(0: the paper's cut)")
     ap.add_argument("--target-kl", type=float, default=None,
                     help="SB3 target_kl: stop an update's epochs past 1.5x this approximate KL (default: none)")
+    ap.add_argument("--sde", type=int, default=None, metavar="FREQ",
+                    help="SB3's gSDE exploration (PPOSettings.use_sde), its noise redrawn every FREQ steps "
+                         "(-1: once a rollout); --log-std-init then sets the noise map's log std")
     ap.add_argument("--n-steps", type=int, default=2000, help="PPO rollout length over all envs (appendix C: 2000)")
     ap.add_argument("--batch-size", type=int, default=64,
                     help="PPO minibatch size (appendix C: 64; 10 epochs over the rollout either way)")
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                + (f"-ns{args.n_steps}" if args.n_steps != 2000 else "") + (f"-b{args.batch_size}" if args.batch_size != 64 else "")
                + (f"-kl{args.target_kl:g}" if args.target_kl else "") + ("-plaingae" if args.no_segment_gae else "")
                + (f"-sb{args.segment_bootstrap:g}" if args.segment_bootstrap else "")
+               + (f"-sde{args.sde}" if args.sde is not None else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
                + (f"-obj{args.object_points}" if args.object_points is not None else "")
                + ("-armrest" if args.arm_after_object else "")
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return reference_returns(task, args.reference, reward)
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, batch_size=args.batch_size, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env,
-                      target_kl=args.target_kl, segment_bootstrap=args.segment_bootstrap)
+                      target_kl=args.target_kl, segment_bootstrap=args.segment_bootstrap,
+                      use_sde=args.sde is not None, sde_sample_freq=args.sde if args.sde is not None else -1)
 
     # flags that change how ground-truth plans are made; the anticipation models were trained on the entry's
     ground_truth_only = {"--camera": ("camera", args.camera), "--max-step": ("keyframes", args.max_step is not None),

@@ -333,3 +333,18 @@ def test_segment_bootstrap_reaches_the_rollout_buffer_and_a_resumed_model(tmp_pa
     plain = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(n_steps=20, batch_size=10)),
                      PPOSettings(n_steps=20, batch_size=10))
     assert plain.rollout_buffer.segment_bootstrap == 0.0
+
+
+def test_gsde_reaches_sb3_and_a_resumed_model(tmp_path):
+    """``use_sde`` gives SB3's state-dependent noise (its exploration matrix, redrawn every
+    ``sde_sample_freq`` steps) to the model that trains and to the one a resumed run loads."""
+    small = dict(n_steps=20, batch_size=10, n_epochs=1, point_hidden=(8,), net_arch=(8,))
+    settings = PPOSettings(**small, use_sde=True, sde_sample_freq=4, log_std_init=-1.0)
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=40, eval_every=40, eval_episodes=1,
+              seed=0, progress=False)
+    model = HierarchicalPPO.load(tmp_path / "checkpoint.zip")
+    assert model.use_sde and model.sde_sample_freq == 4
+    # the noise's log std is a (latent x action) matrix under gSDE, a vector without it
+    assert model.policy.log_std.shape == (8, 2)
+    plain = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(**small)), PPOSettings(**small))
+    assert not plain.use_sde and plain.policy.log_std.shape == (2,)

@@ -245,6 +245,13 @@ class PPOSettings:
     #: drawer-open-v3 (points-only, ground-truth subgoals): std 1.0 sat at stage 3 of 4 with 0%
     #: success through 450k steps, std 0.6 (log -0.5) reached the stages 5-10x sooner.
     log_std_init: float = 0.0
+    #: SB3's generalized state-dependent exploration (gSDE): the exploration noise is a linear map of
+    #: the policy's last hidden layer, redrawn every ``sde_sample_freq`` steps (-1: once a rollout),
+    #: so it is smooth along a trajectory instead of white. With it ``log_std_init`` sets the log std
+    #: of that map's entries, not of the action: the action's std is about
+    #: ``exp(log_std_init) * |latent|`` (256 tanh units).
+    use_sde: bool = False
+    sde_sample_freq: int = -1
     #: parallel environments; ``n_steps`` is split between them (the rollout stays n_steps long).
     n_envs: int = 1
     #: "dummy" steps the environments in this process (best on 1-2 cores: no pickling);
@@ -349,6 +356,8 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
         vf_coef=settings.vf_coef,
         max_grad_norm=settings.max_grad_norm,
         target_kl=settings.target_kl,
+        use_sde=settings.use_sde,
+        sde_sample_freq=settings.sde_sample_freq,
         policy_kwargs=policy_kwargs,
         tensorboard_log=None,
         verbose=0,
