@@ -157,7 +157,7 @@ def main() -> int:
             run_dir = cache_dir() / "anticipation" / task / model.cache_key
         else:
             run_dir = root / task
-            train_anticipation(items, cfg, run_dir, holdout=args.holdout)
+            train_anticipation(items, cfg, run_dir, holdout=args.holdout, threads=args.threads)
         wall = time.time() - t0
         m = json.loads((run_dir / "metrics.json").read_text())
         results[task] = {k: m[k] for k in ("n", "initial_error_px", "per_stage_error_px",

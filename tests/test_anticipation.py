@@ -258,3 +258,30 @@ def test_command_line_train_and_evaluate(tmp_path, capsys):
     assert "final_error_px" in printed
     metrics = json.loads((out / "eval_metrics.json").read_text())
     assert metrics["n"] == 2 and (out / "eval_predictions.png").exists()
+
+
+def test_training_runs_on_the_threads_it_is_given_and_restores_torchs(tmp_path, monkeypatch):
+    """One torch thread while training by default (the small batches stall on oversubscribed
+    cores otherwise), ``threads=None`` keeps torch's setting, and the caller's setting comes back."""
+    import relam.anticipation.training as training
+
+    items = synthetic_subgoal_items("synth-lift", n=3, seed=2, size=SIZE)
+    seen = []
+    real = training._train
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        training.train_anticipation(items, tiny(steps=2), tmp_path / "a", holdout=0, progress=False,
+                                    evaluate=False)
+        assert torch.get_num_threads() == 2
+        training.train_anticipation(items, tiny(steps=2), tmp_path / "b", holdout=0, progress=False,
+                                    evaluate=False, threads=None)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]

@@ -66,7 +66,8 @@ def _save_checkpoint(path: Path, model: AnticipationModel, opt: torch.optim.Opti
 def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
                        out_dir: str | Path | None = None, holdout: int = 10,
                        task_frames: dict[str, np.ndarray] | None = None,
-                       progress: bool = True, evaluate: bool = True, device: str = "auto") -> AnticipationModel:
+                       progress: bool = True, evaluate: bool = True, device: str = "auto",
+                       threads: int | None = 1) -> AnticipationModel:
     """Train on ``dataset`` (a SubgoalDataset or a list of SubgoalSequence-like items).
 
     Per task, the ``holdout`` demos with the largest seeds are kept out for evaluation. Writes
@@ -79,7 +80,28 @@ def train_anticipation(dataset: Any, config: AnticipationConfig | None = None,
     cache key): batches and noise are drawn on the CPU with the same generator whatever the
     device, the frozen encoder's tokens are computed on the CPU, and the network comes back to the
     CPU after the loop (planning runs there); a resumed run may use another device.
+
+    ``threads``: torch's intra-op threads while training (restored after; None keeps torch's
+    setting). One by default, as PPO and IQL use: the model's batches of 8 are too small to split,
+    and torch's default (every core) stalls when other processes share the cores. Measured on the
+    2-core box with four to six processes on it (``benchmarks/bench_anticipation.py --speed
+    --threads T``, the quick model): 0.28 s a step with one thread, 1.41 s with two; a ``relam
+    run --workers 1`` that trained drawer's model in-process (torch's default, two threads) made
+    0.25-0.5 steps/s, and 8-9 steps/s once ``OMP_NUM_THREADS=1`` was set. Not part of the config.
     """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _train(dataset, config, out_dir, holdout, task_frames, progress, evaluate, device)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(dataset: Any, config: AnticipationConfig | None, out_dir: str | Path | None, holdout: int,
+           task_frames: dict[str, np.ndarray] | None, progress: bool, evaluate: bool,
+           device: str) -> AnticipationModel:
+    """:func:`train_anticipation`'s body, under its thread setting."""
     from tqdm.auto import tqdm
 
     cfg = config or AnticipationConfig()
