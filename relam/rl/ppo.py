@@ -251,6 +251,7 @@ class PPOSettings:
     #: of that map's entries, not of the action: the action's std scales with the latent's norm
     #: (measured at initialisation on door's points-only policy: log_std_init -0.5 gave an action
     #: std of 1.10, -2 gave 0.25, so -1.1 gives about the 0.6 that -0.5 gives without gSDE).
+    #: ``train.csv``'s ``ppo_std`` (SB3's ``train/std``) is then the mean of that map's stds.
     use_sde: bool = False
     sde_sample_freq: int = -1
     #: parallel environments; ``n_steps`` is split between them (the rollout stays n_steps long).
