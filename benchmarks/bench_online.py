@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(0: the paper's cut)")
     ap.add_argument("--target-kl", type=float, default=None,
                     help="SB3 target_kl: stop an update's epochs past 1.5x this approximate KL (default: none)")
+    ap.add_argument("--separate-extractors", action="store_true",
+                    help="PPOSettings.share_features_extractor=False: the actor and the critic each get their own "
+                         "features extractor (image CNN and point MLP)")
     ap.add_argument("--sde", type=int, default=None, metavar="FREQ",
                     help="SB3's gSDE exploration (PPOSettings.use_sde), its noise redrawn every FREQ steps "
                          "(-1: once a rollout); --log-std-init then sets the noise map's log std")
@@ -143,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                + ("-lin" if args.lr_schedule == "linear" else "") + (f"-ent{args.ent_coef:g}" if args.ent_coef else "") + ("-arm" + "+".join(args.arm_bodies) if args.arm_bodies else "")
                + (f"-ns{args.n_steps}" if args.n_steps != 2000 else "") + (f"-b{args.batch_size}" if args.batch_size != 64 else "")
                + (f"-kl{args.target_kl:g}" if args.target_kl else "") + ("-plaingae" if args.no_segment_gae else "")
+               + ("-sepfx" if args.separate_extractors else "")
                + (f"-sb{args.segment_bootstrap:g}" if args.segment_bootstrap else "")
                + (f"-sde{args.sde}" if args.sde is not None else "")
                + (f"-M{args.max_step}" if args.max_step else "") + (f"-n{args.n_points}" if args.n_points != 4 else "")
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ppo = PPOSettings(learning_rate=args.lr, lr_schedule=args.lr_schedule, ent_coef=args.ent_coef, n_steps=args.n_steps, batch_size=args.batch_size, segment_gae=not args.no_segment_gae,
                       n_envs=args.n_envs, log_std_init=args.log_std_init, vec_env=args.vec_env,
                       target_kl=args.target_kl, segment_bootstrap=args.segment_bootstrap,
-                      use_sde=args.sde is not None, sde_sample_freq=args.sde if args.sde is not None else -1)
+                      share_features_extractor=not args.separate_extractors, use_sde=args.sde is not None, sde_sample_freq=args.sde if args.sde is not None else -1)
 
     # flags that change how ground-truth plans are made; the anticipation models were trained on the entry's
     ground_truth_only = {"--camera": ("camera", args.camera), "--max-step": ("keyframes", args.max_step is not None),

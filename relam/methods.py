@@ -114,6 +114,15 @@ class Budget(BaseModel):
         description="the share of the next subgoal segment's value that PPO's advantage keeps at a subgoal end "
                     "(relam.rl.ppo.PPOSettings.segment_bootstrap; 0: appendix A.3's 'done' at every subgoal, "
                     "which leaves each segment blind to the state it ends in)")
+    ppo_share_encoder: bool = Field(
+        default=True, strict=True,
+        description="whether PPO's actor and critic share one features extractor (SB3's default) or each has "
+                    "its own (relam.rl.ppo.PPOSettings.share_features_extractor): shared, the critic's loss "
+                    "also trains the image CNN the actor reads")
+    ppo_target_kl: float | None = Field(
+        default=None, gt=0, strict=True,
+        description="SB3's target_kl for PPO (relam.rl.ppo.PPOSettings.target_kl): stop an update's epochs once "
+                    "the approximate KL passes 1.5x this; None (appendix C gives none) runs all 10")
     lr_schedule: Literal["constant", "linear"] = Field(
         default="constant", description="PPO learning rate over the run: constant, or linear to 0 at train_steps")
     iql_encoder: Literal["separate", "shared", "frozen"] = Field(
@@ -166,7 +175,9 @@ class Budget(BaseModel):
     #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "lr_schedule": "constant", "iql_encoder": "separate", "iql_encoder_steps": 0,
+                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "ppo_share_encoder": True,
+                                                 "ppo_target_kl": None, "lr_schedule": "constant",
+                                                 "iql_encoder": "separate", "iql_encoder_steps": 0,
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
 
@@ -249,7 +260,7 @@ class RunContext:
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
         the budget's ``ppo_batch_size`` (at most the rollout), its exploration std and learning rate
-        (and its schedule) and its ``ppo_segment_bootstrap``."""
+        (and its schedule), its ``ppo_segment_bootstrap``, ``ppo_share_encoder`` and ``ppo_target_kl``."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
@@ -257,7 +268,8 @@ class RunContext:
         n = max(b.n_envs, n - n % b.n_envs)
         kw: dict[str, Any] = dict(n_steps=n, batch_size=min(b.ppo_batch_size, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
-                                  lr_schedule=b.lr_schedule, segment_bootstrap=b.ppo_segment_bootstrap)
+                                  lr_schedule=b.lr_schedule, segment_bootstrap=b.ppo_segment_bootstrap,
+                                  share_features_extractor=b.ppo_share_encoder, target_kl=b.ppo_target_kl)
         kw.update(overrides)
         return PPOSettings(**kw)
 

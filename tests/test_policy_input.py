@@ -76,6 +76,10 @@ def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
     assert (ppo.log_std_init, ppo.learning_rate) == (-0.5, 1e-4)
     assert ppo.segment_bootstrap == 0.0  # appendix A.3's cut unless a budget says otherwise
     assert _ctx(ppo_segment_bootstrap=0.5).ppo_settings().segment_bootstrap == 0.5
+    shared = _ctx().ppo_settings()
+    assert shared.share_features_extractor and shared.target_kl is None  # SB3's defaults unless a budget says
+    own = _ctx(ppo_share_encoder=False, ppo_target_kl=0.02).ppo_settings()
+    assert (own.share_features_extractor, own.target_kl) == (False, 0.02)
     small = _ctx(train_steps=300, eval_every=100, n_envs=16).ppo_settings()  # smoke-sized budgets collect what they can
     assert small.n_steps % 16 == 0 and small.n_steps <= 300
     with pytest.raises(ValueError, match="multiple of n_envs"):
@@ -86,6 +90,11 @@ def test_late_budget_fields_stay_out_of_run_keys_at_their_defaults():
     assert "n_envs" not in _ctx().budget.key_dict()
     assert _ctx(n_envs=8).budget.key_dict()["n_envs"] == 8
     assert _ctx(policy_input="points").budget.key_dict()["policy_input"] == "points"
+    assert not {"ppo_share_encoder", "ppo_target_kl"} & set(_ctx().budget.key_dict())
+    assert _ctx(ppo_share_encoder=False).budget.key_dict()["ppo_share_encoder"] is False
+    assert _ctx(ppo_target_kl=0.05).budget.key_dict()["ppo_target_kl"] == 0.05
+    with pytest.raises(ValueError, match="ppo_target_kl"):
+        _ctx(ppo_target_kl=0.0)
 
 
 class _SeedEcho(gym.Env):

@@ -348,3 +348,29 @@ def test_gsde_reaches_sb3_and_a_resumed_model(tmp_path):
     assert model.policy.log_std.shape == (8, 2)
     plain = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(**small)), PPOSettings(**small))
     assert not plain.use_sde and plain.policy.log_std.shape == (2,)
+
+
+def test_separate_features_extractors_reach_sb3_and_a_resumed_model(tmp_path):
+    """``share_features_extractor=False`` gives the actor and the critic their own extractor, so the
+    critic's loss no longer moves the features the actor reads; a resumed run loads the same layout."""
+    import torch as th
+
+    small = dict(n_steps=20, batch_size=10, n_epochs=2, point_hidden=(8,), net_arch=(8,), learning_rate=1e-2)
+    settings = PPOSettings(**small, share_features_extractor=False)
+    model = make_ppo(make_vec_env(lambda s: CountEnv(), 0, settings), settings, seed=0)
+    policy = model.policy
+    assert not policy.share_features_extractor
+    assert policy.pi_features_extractor is not policy.vf_features_extractor
+    # the critic's gradient stops at its own extractor: the actor's stays untouched by the value loss
+    env = CountEnv()
+    env.reset()
+    obs = {k: th.as_tensor(np.stack([v] * 3)) for k, v in env.step(np.zeros(2, np.float32))[0].items()}
+    policy.zero_grad()
+    policy.predict_values(obs).sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in policy.pi_features_extractor.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in policy.vf_features_extractor.parameters())
+    train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=40, eval_every=40, eval_episodes=1,
+              seed=0, progress=False)
+    assert not HierarchicalPPO.load(tmp_path / "checkpoint.zip").policy.share_features_extractor
+    shared = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(**small)), PPOSettings(**small))
+    assert shared.policy.share_features_extractor

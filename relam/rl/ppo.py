@@ -254,6 +254,12 @@ class PPOSettings:
     #: ``train.csv``'s ``ppo_std`` (SB3's ``train/std``) is then the mean of that map's stds.
     use_sde: bool = False
     sde_sample_freq: int = -1
+    #: whether the actor and the critic share one features extractor (SB3's default, True) or each
+    #: has its own. Shared, the critic's loss trains the image CNN the actor reads too, so every
+    #: update moves the actor's features as well as its head: the image runs of session 26 logged an
+    #: approximate KL of 0.1 per update by 20k steps and 0.4-1.6 after (clip fraction 0.6-0.8, the
+    #: action std down to 0.02-0.05 by 500k), where the points-only runs stay at 0.01-0.03.
+    share_features_extractor: bool = True
     #: parallel environments; ``n_steps`` is split between them (the rollout stays n_steps long).
     n_envs: int = 1
     #: "dummy" steps the environments in this process (best on 1-2 cores: no pickling);
@@ -338,6 +344,7 @@ def make_ppo(env: VecEnv | gym.Env, settings: PPOSettings = PPOSettings(), seed:
         ),
         net_arch=dict(pi=list(settings.net_arch), vf=list(settings.net_arch)),
         log_std_init=float(settings.log_std_init),
+        share_features_extractor=bool(settings.share_features_extractor),
         # SB3's Adam (eps 1e-5) in torch's fused form: one kernel for all parameters instead of one per
         # tensor; measured 1.19 -> 0.92 s per 2000-step update of the points-only policy on one core
         optimizer_kwargs=dict(eps=1e-5, fused=True),
