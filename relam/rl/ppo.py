@@ -255,10 +255,11 @@ class PPOSettings:
     use_sde: bool = False
     sde_sample_freq: int = -1
     #: whether the actor and the critic share one features extractor (SB3's default, True) or each
-    #: has its own. Shared, the critic's loss trains the image CNN the actor reads too, so every
-    #: update moves the actor's features as well as its head: the image runs of session 26 logged an
-    #: approximate KL of 0.1 per update by 20k steps and 0.4-1.6 after (clip fraction 0.6-0.8, the
-    #: action std down to 0.02-0.05 by 500k), where the points-only runs stay at 0.01-0.03.
+    #: has its own (then the critic's loss no longer trains the image CNN the actor reads). The image
+    #: runs log an approximate KL of 0.06-0.18 per update by 20k steps and 0.2-1.8 after (clip
+    #: fraction 0.4-0.8, the action std down to 0.02-0.04 by 400k), where the points-only runs stay
+    #: at 0.01-0.03; measured on button-press-wall (session 27), separate extractors did not lower
+    #: it (0.36-0.45 over 24k-48k): the actor's own CNN moves the policy. ``target_kl`` bounds it.
     share_features_extractor: bool = True
     #: parallel environments; ``n_steps`` is split between them (the rollout stays n_steps long).
     n_envs: int = 1
