@@ -353,8 +353,6 @@ def test_gsde_reaches_sb3_and_a_resumed_model(tmp_path):
 def test_separate_features_extractors_reach_sb3_and_a_resumed_model(tmp_path):
     """``share_features_extractor=False`` gives the actor and the critic their own extractor, so the
     critic's loss no longer moves the features the actor reads; a resumed run loads the same layout."""
-    import torch as th
-
     small = dict(n_steps=20, batch_size=10, n_epochs=2, point_hidden=(8,), net_arch=(8,), learning_rate=1e-2)
     settings = PPOSettings(**small, share_features_extractor=False)
     model = make_ppo(make_vec_env(lambda s: CountEnv(), 0, settings), settings, seed=0)
