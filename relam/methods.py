@@ -123,6 +123,11 @@ class Budget(BaseModel):
         default=None, gt=0, strict=True,
         description="SB3's target_kl for PPO (relam.rl.ppo.PPOSettings.target_kl): stop an update's epochs once "
                     "the approximate KL passes 1.5x this; None (appendix C gives none) runs all 10")
+    ppo_ent_coef: float = Field(
+        default=0.0, ge=0.0, strict=True,
+        description="PPO's entropy bonus (SB3's ent_coef; relam.rl.ppo.PPOSettings.ent_coef; appendix C gives "
+                    "none, SB3's default 0): a positive one pushes the policy's action std up against the "
+                    "policy gradient's pull down")
     lr_schedule: Literal["constant", "linear"] = Field(
         default="constant", description="PPO learning rate over the run: constant, or linear to 0 at train_steps")
     iql_encoder: Literal["separate", "shared", "frozen"] = Field(
@@ -176,7 +181,7 @@ class Budget(BaseModel):
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
                                                  "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "ppo_share_encoder": True,
-                                                 "ppo_target_kl": None, "lr_schedule": "constant",
+                                                 "ppo_target_kl": None, "ppo_ent_coef": 0.0, "lr_schedule": "constant",
                                                  "iql_encoder": "separate", "iql_encoder_steps": 0,
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
@@ -260,7 +265,7 @@ class RunContext:
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
         the budget's ``ppo_batch_size`` (at most the rollout), its exploration std and learning rate
-        (and its schedule), its ``ppo_segment_bootstrap``, ``ppo_share_encoder`` and ``ppo_target_kl``."""
+        (and its schedule), its ``ppo_segment_bootstrap``, ``ppo_share_encoder``, ``ppo_target_kl`` and ``ppo_ent_coef``."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
@@ -269,7 +274,8 @@ class RunContext:
         kw: dict[str, Any] = dict(n_steps=n, batch_size=min(b.ppo_batch_size, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
                                   lr_schedule=b.lr_schedule, segment_bootstrap=b.ppo_segment_bootstrap,
-                                  share_features_extractor=b.ppo_share_encoder, target_kl=b.ppo_target_kl)
+                                  share_features_extractor=b.ppo_share_encoder, target_kl=b.ppo_target_kl,
+                                  ent_coef=b.ppo_ent_coef)
         kw.update(overrides)
         return PPOSettings(**kw)
 

@@ -385,13 +385,33 @@ class SeededEpisodes:
     _seed_rng: np.random.Generator
     episode_seed: int | None = None
     planner: Any
+    _replay: dict[str, Any] | None = None
 
     def close(self) -> None:
         close_planner(self.planner)
         super().close()  # type: ignore[misc]  # the gym.Wrapper this is mixed into
 
+    def episode_state(self) -> dict[str, Any]:
+        """What replays the start of the current episode: its seed, and the seed stream as it stood
+        after drawing it (JSON-ready). A training run saves it with a checkpoint taken at an episode
+        start (:func:`relam.rl.ppo.train_ppo`)."""
+        return {"episode_seed": self.episode_seed, "stream": self._seed_rng.bit_generator.state}
+
+    def replay_episode(self, state: dict[str, Any]) -> None:
+        """Make the next ``reset`` replay the episode of ``state`` (from :meth:`episode_state`),
+        whatever seed that reset is given, and leave the seed stream where it stood after it: a
+        resumed run's environments then play the episodes the uninterrupted run would have."""
+        if state.get("episode_seed") is None:
+            raise ValueError("replay_episode: the state has no episode_seed (saved before the first reset?)")
+        self._replay = dict(state)
+
     def _next_episode_seed(self, seed: int | None) -> int:
-        if seed is not None:
+        if self._replay is not None:
+            state, self._replay = self._replay, None
+            self._seed_rng = np.random.default_rng()
+            self._seed_rng.bit_generator.state = state["stream"]
+            self.episode_seed = int(state["episode_seed"])
+        elif seed is not None:
             self._seed_rng = np.random.default_rng(seed)
             self.episode_seed = int(seed)
         else:

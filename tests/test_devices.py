@@ -161,6 +161,10 @@ def test_ppo_with_subproc_vec_env_trains_as_the_dummy_one(tmp_path):
         venv.close()
     sub, dummy = _train(tmp_path, "subproc"), _train(tmp_path, "dummy")
     assert sub["num_timesteps"] == dummy["num_timesteps"] == 200
+    # both leave their environments in the same episodes, at the same step (what a resumed run replays)
+    envs_sub, envs_dummy = sub.pop("resume")["envs"], dummy.pop("resume")["envs"]
+    assert [e["episode"] for e in envs_sub] == [e["episode"] for e in envs_dummy]
+    assert [len(e["actions"]) for e in envs_sub] == [len(e["actions"]) for e in envs_dummy] == [100, 100]
     flat_sub, flat_dummy = _flat(sub), _flat(dummy)
     assert flat_sub.keys() == flat_dummy.keys()
     # equal up to float rounding (measured: 1e-9 relative): the in-process envs share one planner

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -372,3 +374,88 @@ def test_separate_features_extractors_reach_sb3_and_a_resumed_model(tmp_path):
     assert not HierarchicalPPO.load(tmp_path / "checkpoint.zip").policy.share_features_extractor
     shared = make_ppo(make_vec_env(lambda s: CountEnv(), 0, PPOSettings(**small)), PPOSettings(**small))
     assert shared.policy.share_features_extractor
+
+
+class _ShiftedCountEnv(CountEnv):
+    """CountEnv whose keypoints and reward are shifted by a per-episode offset."""
+
+    offset = 0.0
+
+    def _obs(self):
+        o = super()._obs()
+        o["keypoints"] = o["keypoints"] + np.float32(self.offset)
+        return o
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        return obs, r - abs(float(action[1]) - self.offset), term, trunc, info
+
+
+def _seeded_count_env(seed: int) -> gym.Env:
+    """A ShiftedCountEnv whose offsets come from seeded episodes, as ReLAMWrapper's starts do."""
+    from relam.wrappers import SeededEpisodes
+
+    class Seeded(SeededEpisodes, gym.Wrapper):
+        planner = None
+
+        def __init__(self):
+            super().__init__(_ShiftedCountEnv())
+            self._seed_rng = np.random.default_rng(seed)
+
+        def reset(self, *, seed=None, options=None):
+            episode = self._next_episode_seed(seed)
+            self.env.unwrapped.offset = float(np.random.default_rng(episode).uniform(-1, 1))
+            return self.env.reset(seed=episode, options=options)
+
+    return Seeded()
+
+
+def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, caplog):
+    """Interrupted after an evaluation, with its environments in mid-episode, and resumed, a run
+    ends with the parameters, curve and training log of the run that was not interrupted
+    (relam.rl.resume); without the episode replay it does not, and says so."""
+    import csv
+
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import relam.rl.resume as resume
+
+    class Interrupt(BaseCallback):
+        def _on_step(self):
+            if self.num_timesteps >= 40:
+                raise RuntimeError("interrupted")
+            return True
+
+    # 2 envs x 8 steps a rollout, 10-step episodes: the checkpoint at 32 finds them at step 6
+    settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=2, n_envs=2, point_hidden=(8,), net_arch=(8,),
+                           lr_schedule="linear")
+    kw = dict(total_steps=80, eval_every=16, eval_episodes=2, seed=3, progress=False)
+
+    def params(folder):
+        return th.cat([p.detach().ravel() for p in HierarchicalPPO.load(folder / "checkpoint.zip").policy.parameters()])
+
+    def log(folder, name):
+        with open(folder / name) as f:
+            return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+    whole = train_ppo(_seeded_count_env, settings, tmp_path / "whole", **kw)
+    results = {}
+    for variant in ("replayed", "not replayed"):
+        cut = tmp_path / variant
+        with pytest.raises(RuntimeError, match="interrupted"):
+            train_ppo(_seeded_count_env, settings, cut, callbacks=[Interrupt()], **kw)
+        state = json.loads((cut / "state.json").read_text())
+        assert state["num_timesteps"] == 32 and state["exact"]  # saved after the update at 32
+        assert [len(e["actions"]) for e in state["resume"]["envs"]] == [6, 6]
+        if variant == "not replayed":
+            monkeypatch.setattr(resume, "restore_envs", lambda state, venv: None)
+            monkeypatch.setattr("relam.rl.ppo.restore_envs", lambda state, venv: None)
+        caplog.clear()
+        results[variant] = (train_ppo(_seeded_count_env, settings, cut, **kw), cut)
+        assert ("leaves the uninterrupted one's path" in caplog.text) == (variant == "not replayed")
+    res, cut = results["replayed"]
+    assert res.curve == whole.curve and th.equal(params(cut), params(tmp_path / "whole"))
+    assert log(cut, "train.csv") == log(tmp_path / "whole", "train.csv")
+    assert log(cut, "eval.csv") == log(tmp_path / "whole", "eval.csv")
+    _, other = results["not replayed"]
+    assert not th.equal(params(other), params(tmp_path / "whole"))

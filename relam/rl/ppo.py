@@ -28,8 +28,6 @@ episode, negligible).
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +45,14 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 
 from relam.devices import resolve_device
 from relam.rl.policies import KeypointImageExtractor
+from relam.rl.resume import (
+    CheckpointAfterUpdate,
+    EpisodeReplay,
+    RNGSnapshot,
+    load_checkpoint,
+    restore_envs,
+    save_checkpoint,
+)
 
 __all__ = [
     "segmented_gae",
@@ -189,6 +195,15 @@ class HierarchicalPPO(PPO):
             self.rollout_buffer.cut_segments = self.segment_gae
             self.rollout_buffer.segment_bootstrap = getattr(self, "segment_bootstrap", 0.0)
 
+    def train(self) -> None:
+        super().train()
+        # the random streams as the update left them: a checkpoint taken before the next rollout
+        # saves these, so that a resumed run draws what this one will (relam.rl.resume)
+        self.rng_after_update = RNGSnapshot.take()
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "rng_after_update"]
+
     def learn(self, total_timesteps: int, callback: Any = None, **kwargs: Any):
         cbs: list = [SubgoalEndRecorder()]
         if isinstance(callback, list):
@@ -305,14 +320,15 @@ def env_seed(seed: int, index: int) -> int:
 
 
 class _MonitoredEnv:
-    """Picklable ``env_fn(seed)`` in a Monitor (SubprocVecEnv sends it to a new process)."""
+    """Picklable ``env_fn(seed)`` in a Monitor (SubprocVecEnv sends it to a new process), in an
+    :class:`relam.rl.resume.EpisodeReplay` (what puts it back where it was on a resume)."""
 
     def __init__(self, env_fn: Callable[[int], gym.Env], seed: int):
         self.env_fn, self.seed = env_fn, int(seed)
 
     def __call__(self) -> gym.Env:
         th.set_num_threads(1)
-        return Monitor(self.env_fn(self.seed))
+        return EpisodeReplay(Monitor(self.env_fn(self.seed)))
 
 
 def make_vec_env(env_fn: Callable[[int], gym.Env], seed: int, settings: PPOSettings) -> VecEnv:
@@ -474,45 +490,15 @@ class _TrainLog(BaseCallback):
         if self._bar is not None:
             self._bar.close()
 
+    def unfinished(self) -> dict[str, dict[str, Any]]:
+        """The stage and success of each environment's unfinished episode (a checkpoint keeps them)."""
+        return {"stage": {str(i): v for i, v in self._cur_stage.items()},
+                "success": {str(i): v for i, v in self._cur_success.items()}}
 
-def _save_checkpoint(model: HierarchicalPPO, venv: VecEnv, out_dir: Path, curve: list, rows: list,
-                     eval_rows: list) -> None:
-    from relam.cache import atomic_write_bytes, atomic_write_json
-
-    buf = io.BytesIO()
-    model.save(buf)
-    atomic_write_bytes(out_dir / "checkpoint.zip", buf.getvalue())
-    state: dict[str, Any] = {"num_timesteps": int(model.num_timesteps), "curve": curve,
-                             "train_rows": rows, "eval_rows": eval_rows}
-    if isinstance(venv, VecNormalize):
-        rms = venv.ret_rms
-        state["ret_rms"] = {"mean": float(np.asarray(rms.mean)), "var": float(np.asarray(rms.var)),
-                            "count": float(rms.count)}
-    atomic_write_json(out_dir / "state.json", state)
-
-
-def _resume(out: Path, venv: VecEnv, settings: PPOSettings) -> tuple[dict | None, HierarchicalPPO | None]:
-    """The saved state and model of an interrupted run in ``out``, or (None, None) to start afresh.
-
-    A damaged checkpoint (cut short, not a zip, unreadable state) costs the run its progress, never
-    the sweep: both files are moved to ``out/quarantine/`` with a warning and training starts over.
-    """
-    from relam.cache import quarantine, read_json
-
-    ckpt, state_file = out / "checkpoint.zip", out / "state.json"
-    if not (ckpt.exists() and state_file.exists()):
-        return None, None
-    try:
-        state = read_json(state_file)
-        for key in ("num_timesteps", "curve", "train_rows", "eval_rows"):
-            state[key]  # noqa: B018 - a state without them cannot resume
-        model = HierarchicalPPO.load(ckpt, env=venv, device=resolve_device(settings.device))
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint means the same: start over
-        problem = f"{type(e).__name__}: {e}"
-        for f in (ckpt, state_file):
-            quarantine(f, problem, then="the run starts over")
-        return None, None
-    return state, model
+    def restore(self, unfinished: dict[str, dict[str, Any]] | None) -> None:
+        if unfinished:
+            self._cur_stage = {int(i): int(v) for i, v in unfinished["stage"].items()}
+            self._cur_success = {int(i): bool(v) for i, v in unfinished["success"].items()}
 
 
 def train_ppo(
@@ -533,9 +519,10 @@ def train_ppo(
 
     Evaluates at step 0, every ``eval_every`` steps and at the end (the last point is the final
     success rate).  Writes into ``out_dir``: ``checkpoint.zip`` + ``state.json`` (also used to
-    resume: a second call with the same ``out_dir`` continues from the checkpoint; the optimiser
-    state and ``ret_rms`` are restored, the env RNG is not, so a resumed run is not bit-identical
-    to an uninterrupted one), ``train.csv``, ``eval.csv``, ``curve.png``.
+    resume: a second call with the same ``out_dir`` continues from the checkpoint, taken after the
+    update that follows each evaluation; where every environment has seeded episodes (ReLAM, IS,
+    Oracle), the resumed run retraces the uninterrupted one: :mod:`relam.rl.resume`),
+    ``train.csv``, ``eval.csv``, ``curve.png``.
 
     ``callbacks`` are extra SB3 callbacks passed to ``learn`` (after the subgoal-end recorder and
     before the logger and the evaluator), e.g. a baseline's reward relabelling at rollout end.
@@ -561,12 +548,10 @@ def train_ppo(
     venv = make_vec_env(env_fn, seed, settings)
     # evaluation episodes are played on up to n_envs envs at once (batched predictions)
     eval_envs = [(eval_env_fn or env_fn)(seed + 1 + i) for i in range(min(settings.n_envs, int(eval_episodes)))]
-    state, model = _resume(out, venv, settings)
+    state, model = load_checkpoint(
+        out, lambda ckpt: HierarchicalPPO.load(ckpt, env=venv, device=resolve_device(settings.device)))
     if state is not None:
-        if isinstance(venv, VecNormalize) and "ret_rms" in state:
-            venv.ret_rms.mean = np.float64(state["ret_rms"]["mean"])
-            venv.ret_rms.var = np.float64(state["ret_rms"]["var"])
-            venv.ret_rms.count = state["ret_rms"]["count"]
+        restore_envs(state, venv)
         curve = [tuple(c) for c in state["curve"]]
         rows, eval_rows = list(state["train_rows"]), list(state["eval_rows"])
     else:
@@ -579,6 +564,8 @@ def train_ppo(
 
     log = _TrainLog(int(total_steps), done_steps, progress)
     log.rows = rows
+    if state is not None and (state.get("resume") or {}).get("envs") is not None:
+        log.restore(state["resume"].get("train_log"))
 
     def on_eval(step: int, res) -> None:
         eval_rows.append({"step": step, "success_rate": res.success_rate, "mean_stage": res.mean_stage,
@@ -586,13 +573,20 @@ def train_ppo(
                           "wall_s": round(t_prev + time.time() - t0, 2)})
         if tb is not None:
             log_scalars(tb, "eval", eval_rows[-1], step)
-        write_outputs()
-
-    def write_outputs() -> None:
         atomic_write_bytes(out / "eval.csv", curve_to_csv(eval_rows, _EVAL_FIELDS))
         atomic_write_bytes(out / "train.csv", curve_to_csv(log.rows, _train_fields(log.rows)))
         plot_curve(cb.curve, out / "curve.png", title, train_rows=log.rows)
-        _save_checkpoint(model, venv, out, cb.curve, log.rows, eval_rows)
+        if learning:
+            saver.due = True  # after the update this rollout feeds, at the next rollout's start
+        else:
+            save()
+
+    def save() -> None:
+        save_checkpoint(model, venv, out, {"curve": cb.curve, "train_rows": log.rows, "eval_rows": eval_rows},
+                        extra={"train_log": log.unfinished()})
+
+    learning = False
+    saver = CheckpointAfterUpdate(save, resume=(state or {}).get("resume"))
 
     # the last evaluation comes after learn(), on the policy the checkpoint keeps
     cb = SuccessEvalCallback(eval_envs, eval_seeds(eval_episodes), eval_every, on_eval,
@@ -604,8 +598,10 @@ def train_ppo(
         cb.evaluate_now(0)
     remaining = int(total_steps) - done_steps
     if remaining > 0:
-        model.learn(remaining, callback=list(callbacks or []) + [log, cb], reset_num_timesteps=False,
+        learning = True
+        model.learn(remaining, callback=list(callbacks or []) + [log, cb, saver], reset_num_timesteps=False,
                     progress_bar=False)
+        learning = False
     if not cb.curve or cb.curve[-1][0] < int(model.num_timesteps):
         cb.evaluate_now(int(model.num_timesteps))  # writes the outputs, the last rollout's row included
     venv.close()
