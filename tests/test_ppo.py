@@ -150,7 +150,11 @@ def test_train_ppo_writes_outputs_and_resumes(tmp_path):
     assert res.success == res.curve[-1][1]
     for name in ("checkpoint.zip", "state.json", "eval.csv", "train.csv", "curve.png"):
         assert (tmp_path / name).stat().st_size > 0
-    # resuming continues from the checkpoint and keeps the curve
+    # resuming continues from the checkpoint and keeps the curve, also from a checkpoint written
+    # before checkpoints kept what replays the environments (no "resume" entry)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["resume"], state["exact"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
     res2 = train_ppo(lambda s: CountEnv(), settings, tmp_path, total_steps=60, eval_every=20,
                      eval_episodes=2, seed=0, progress=False)
     assert [s for s, _ in res2.curve] == [0, 20, 40, 60]
