@@ -337,11 +337,24 @@ def cmd_status(args: argparse.Namespace) -> int:
         counts[st] += 1
         if args.verbose or st == "failed":
             extra = f"success={rec['success']:.3f}" if st == "ok" else (rec or {}).get("error") or ""
+            extra += _resumes_note(rec)
             print(f"{run.key}  {st:15s} {run.task:22s} {run.label:20s} seed {run.seed}  {extra}")
     print(f"{spec.name} [{args.scale}]: {len(rows)} runs: " +
           ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     _print_quarantined({run.key for run, _ in rows})
     return 0
+
+
+def _resumes_note(rec: dict | None) -> str:
+    """How often a finished PPO run was resumed, and how often that left its uninterrupted path
+    (``train_ppo``'s ``resumes`` / ``inexact_resumes`` metrics; runs recorded before they existed say
+    nothing)."""
+    metrics = (rec or {}).get("metrics") or {}
+    n = int(metrics.get("resumes", 0))
+    if not n:
+        return ""
+    inexact = int(metrics.get("inexact_resumes", 0))
+    return f"  resumed {n}x" + (f" ({inexact} off the uninterrupted path)" if inexact else " (exactly)")
 
 
 def _print_quarantined(keys: set[str]) -> None:

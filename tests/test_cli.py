@@ -465,3 +465,11 @@ def test_weights_path_from_the_environment(var, argv, fix, tmp_path, monkeypatch
     monkeypatch.setenv(var, str(tmp_path / "from-env"))
     assert cli.main(argv) == 2
     assert f"'{tmp_path / 'from-env'}' does not exist" in clean_error(capsys, max_lines=1)
+
+
+def test_status_says_how_often_a_run_was_resumed():
+    """``relam status -v`` names a run's resumes from its record (train_ppo's metrics)."""
+    assert cli._resumes_note({"metrics": {"env_steps": 1.0}}) == "" == cli._resumes_note(None)
+    assert cli._resumes_note({"metrics": {"resumes": 2.0, "inexact_resumes": 0.0}}) == "  resumed 2x (exactly)"
+    assert cli._resumes_note({"metrics": {"resumes": 2.0, "inexact_resumes": 1.0}}) == \
+        "  resumed 2x (1 off the uninterrupted path)"

@@ -459,6 +459,9 @@ def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, cap
         assert ("leaves the uninterrupted one's path" in caplog.text) == (variant == "not replayed")
     res, cut = results["replayed"]
     assert res.curve == whole.curve and th.equal(params(cut), params(tmp_path / "whole"))
+    # the records count the resumes, and the ones that left the path
+    assert (whole.metrics["resumes"], res.metrics["resumes"], res.metrics["inexact_resumes"]) == (0, 1, 0)
+    assert results["not replayed"][0].metrics["inexact_resumes"] == 1
     assert log(cut, "train.csv") == log(tmp_path / "whole", "train.csv")
     assert log(cut, "eval.csv") == log(tmp_path / "whole", "eval.csv")
     _, other = results["not replayed"]

@@ -582,9 +582,16 @@ def train_ppo(
             save()
 
     def save() -> None:
-        save_checkpoint(model, venv, out, {"curve": cb.curve, "train_rows": log.rows, "eval_rows": eval_rows},
-                        extra={"train_log": log.unfinished()})
+        if saver.replay_differed and resumes:
+            resumes[-1]["exact"] = False
+        save_checkpoint(model, venv, out, {"curve": cb.curve, "train_rows": log.rows, "eval_rows": eval_rows,
+                                           "resumes": resumes}, extra={"train_log": log.unfinished()})
 
+    # every resume of this run: its step and whether it retraced the uninterrupted run's path
+    # (the record's metrics count them)
+    resumes: list[dict[str, Any]] = list((state or {}).get("resumes", []))
+    if state is not None and int(total_steps) > done_steps:
+        resumes.append({"step": done_steps, "exact": bool(state.get("exact", False))})
     learning = False
     saver = CheckpointAfterUpdate(save, resume=(state or {}).get("resume"))
 
@@ -615,5 +622,6 @@ def train_ppo(
         success=float(cb.curve[-1][1]),
         curve=[(int(s), float(v)) for s, v in cb.curve],
         metrics={"env_steps": float(model.num_timesteps), "wall_s": time.time() - t0,
+                 "resumes": float(len(resumes)), "inexact_resumes": float(sum(not r["exact"] for r in resumes)),
                  "final_mean_stage": float(last.get("mean_stage", 0.0))},
     ).validate()

@@ -224,6 +224,8 @@ class CheckpointAfterUpdate(BaseCallback):
         self.save = save
         self.due = False
         self._resume = resume or {}
+        #: whether the replayed environments showed another observation than the checkpoint saved
+        self.replay_differed = False
 
     def _on_training_start(self) -> None:
         # SB3 has just reset the environments (replaying their episodes) and set its flags
@@ -240,6 +242,7 @@ class CheckpointAfterUpdate(BaseCallback):
         if r.get("returns") is not None and isinstance(venv, VecNormalize):
             venv.returns = np.asarray(r["returns"], np.float64)
         if r.get("envs") is not None and r.get("obs_digest") != obs_digest(self.model._last_obs):
+            self.replay_differed = True
             log.warning("resumed run: the replayed environments do not show the observation the checkpoint "
                         "saved, so this run leaves the uninterrupted one's path")
 
