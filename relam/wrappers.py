@@ -393,8 +393,8 @@ class SeededEpisodes:
 
     def episode_state(self) -> dict[str, Any]:
         """What replays the start of the current episode: its seed, and the seed stream as it stood
-        after drawing it (JSON-ready). A training run saves it with a checkpoint taken at an episode
-        start (:func:`relam.rl.ppo.train_ppo`)."""
+        after drawing it (JSON-ready). A training run's checkpoint keeps it, beside the episode's
+        actions so far (:class:`relam.rl.resume.EpisodeReplay`)."""
         return {"episode_seed": self.episode_seed, "stream": self._seed_rng.bit_generator.state}
 
     def replay_episode(self, state: dict[str, Any]) -> None:

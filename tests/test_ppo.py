@@ -466,3 +466,29 @@ def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, cap
     assert log(cut, "eval.csv") == log(tmp_path / "whole", "eval.csv")
     _, other = results["not replayed"]
     assert not th.equal(params(other), params(tmp_path / "whole"))
+
+
+def test_a_run_stopped_before_its_first_update_resumes_as_a_fresh_start(tmp_path):
+    """Interrupted before its first checkpoint after an update, a run resumes from its step-0
+    checkpoint (taken before any environment was reset) and ends where an uninterrupted run ends;
+    measured before the fix: the resume failed (no episode to replay)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Interrupt(BaseCallback):
+        def _on_step(self):
+            if self.num_timesteps >= 8:
+                raise RuntimeError("interrupted")
+            return True
+
+    settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=2, n_envs=2, point_hidden=(8,), net_arch=(8,))
+    kw = dict(total_steps=48, eval_every=16, eval_episodes=2, seed=3, progress=False)
+    whole = train_ppo(_seeded_count_env, settings, tmp_path / "whole", **kw)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train_ppo(_seeded_count_env, settings, tmp_path / "cut", callbacks=[Interrupt()], **kw)
+    state = json.loads((tmp_path / "cut" / "state.json").read_text())
+    assert state["num_timesteps"] == 0 and state["exact"] and state["resume"]["envs"] is None
+    res = train_ppo(_seeded_count_env, settings, tmp_path / "cut", **kw)
+    assert res.curve == whole.curve and (res.metrics["resumes"], res.metrics["inexact_resumes"]) == (1, 0)
+    params = [th.cat([p.detach().ravel() for p in HierarchicalPPO.load(d / "checkpoint.zip").policy.parameters()])
+              for d in (tmp_path / "whole", tmp_path / "cut")]
+    assert th.equal(*params)

@@ -87,7 +87,7 @@ class EpisodeReplay(gym.Wrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self._actions: list[list[float]] = []
+        self._actions: list[np.ndarray] = []
         self._pending: dict[str, Any] | None = None
 
     def replay_state(self) -> dict[str, Any] | None:
@@ -96,7 +96,7 @@ class EpisodeReplay(gym.Wrapper):
             episode = self.env.get_wrapper_attr("episode_state")()
         except AttributeError:
             return None
-        return {"episode": episode, "actions": [list(a) for a in self._actions]}
+        return {"episode": episode, "actions": [a.tolist() for a in self._actions]}
 
     def replay(self, state: dict[str, Any]) -> None:
         self.env.get_wrapper_attr("replay_episode")(state["episode"])
@@ -114,7 +114,7 @@ class EpisodeReplay(gym.Wrapper):
         return obs, info
 
     def step(self, action):
-        self._actions.append(np.asarray(action, np.float32).ravel().tolist())
+        self._actions.append(np.array(action, np.float32))  # a copy: converted only when saved
         return self.env.step(action)
 
 
@@ -153,21 +153,22 @@ def save_checkpoint(model: Any, venv: VecEnv, out_dir: Path, progress: dict[str,
         state["ret_rms"] = {"mean": float(np.asarray(rms.mean)), "var": float(np.asarray(rms.var)),
                             "count": float(rms.count)}
     rng = getattr(model, "rng_after_update", None)
-    envs = _replay_states(venv)
     last_obs = getattr(model, "_last_obs", None)
-    starts = getattr(model, "_last_episode_starts", None)
+    # before the first rollout (the evaluation at step 0) no environment has been reset: nothing to
+    # replay, and resuming from there is starting afresh
+    started = last_obs is not None
+    envs = _replay_states(venv) if started else None
     state["resume"] = {
         "rng": rng,
         "envs": envs,
-        "obs_digest": obs_digest(last_obs) if last_obs is not None else None,
-        "episode_starts": None if starts is None else [bool(b) for b in np.asarray(starts)],
+        "obs_digest": obs_digest(last_obs) if started else None,
         "returns": ([float(r) for r in np.asarray(venv.returns).ravel()]
                     if isinstance(venv, VecNormalize) else None),
         "update_log": {k: float(v) for k, v in model.logger.name_to_value.items()
                        if k.startswith(_UPDATE_LOG_PREFIX)} if rng is not None else {},
         **(extra or {}),
     }
-    state["exact"] = envs is not None and rng is not None and last_obs is not None
+    state["exact"] = not started or (envs is not None and rng is not None)
     atomic_write_json(out_dir / "state.json", state)
 
 
@@ -236,8 +237,10 @@ class CheckpointAfterUpdate(BaseCallback):
             RNGSnapshot.put(r["rng"])
         for key, value in (r.get("update_log") or {}).items():
             self.model.logger.record(key, value)
-        if r.get("episode_starts") is not None and r.get("envs") is not None:
-            self.model._last_episode_starts = np.asarray(r["episode_starts"], bool)
+        if r.get("envs") is not None:
+            # SB3 flags every environment as at an episode start after its reset; a replayed one
+            # that took actions is not
+            self.model._last_episode_starts = np.array([not e["actions"] for e in r["envs"]])
         venv = self.model.get_env()
         if r.get("returns") is not None and isinstance(venv, VecNormalize):
             venv.returns = np.asarray(r["returns"], np.float64)
