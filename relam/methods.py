@@ -239,6 +239,10 @@ class RunContext:
     scale: str
     out_dir: Path
     progress: bool = False
+    #: offline rows only, benchmarks only (``benchmarks/bench_offline_reference.py``): a function
+    #: applied to the labelled offline set before IQL (:func:`relam.offline.run_offline`); the
+    #: runner leaves it None, so no run of a spec is ever trained on anything but its labels
+    offline_transform: Callable[[Any], Any] | None = None
 
     def horizon(self) -> int:
         """Episode length: the budget's override or the task's own horizon."""

@@ -193,6 +193,27 @@ class OfflineDataset:
         """The same dataset minus the observation entries ``keys`` (arrays shared, not copied)."""
         return dataclasses.replace(self, observations={k: v for k, v in self.observations.items() if k not in keys})
 
+    def subset(self, trajectories: Sequence[int] | np.ndarray) -> "OfflineDataset":
+        """The trajectories ``trajectories`` (indices, in that order) as a dataset of their own."""
+        idx = np.asarray(trajectories, dtype=np.int64)
+        if idx.size == 0:
+            raise ValueError("OfflineDataset.subset: no trajectories selected")
+        frames = np.concatenate([np.arange(self.obs_offsets[i], self.obs_offsets[i] + self.lengths[i] + 1) for i in idx])
+        steps = np.concatenate([np.arange(self.step_offsets[i], self.step_offsets[i] + self.lengths[i]) for i in idx])
+        return dataclasses.replace(
+            self, observations={k: v[frames] for k, v in self.observations.items()},
+            info={k: v[steps] for k, v in self.info.items()},
+            **{k: getattr(self, k)[steps] for k in ("actions", "rewards", "terminals", "timeouts", "env_reward")},
+            **{k: getattr(self, k)[idx] for k in ("lengths", "success", "noisy", "seeds")})
+
+    def with_rewards(self, rewards: np.ndarray, name: str) -> "OfflineDataset":
+        """The same transitions relabelled with ``rewards`` (one per transition); ``meta["rewards"]``
+        records ``name`` so that a relabelled set is never taken for the labeller's own."""
+        rewards = np.asarray(rewards, dtype=np.float32)
+        if rewards.shape != self.rewards.shape:
+            raise ValueError(f"OfflineDataset.with_rewards: {rewards.shape} rewards for {self.rewards.shape} transitions")
+        return dataclasses.replace(self, rewards=rewards, meta={**self.meta, "rewards": name})
+
     def validate(self) -> None:
         n, steps = len(self.lengths), int(np.sum(self.lengths))
         frames = steps + n
@@ -420,7 +441,10 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     :class:`relam.wrappers.RobotProprio` and the recorded ``proprio`` stays in the dataset, else
     that entry is dropped).  The labelled expert/noisy mean returns go into the metrics
     (``label_return_expert`` / ``label_return_noisy``) so a table can show whether the reward
-    ranks the expert first.
+    ranks the expert first.  ``ctx.offline_transform`` (benchmarks only; a spec's runs leave it
+    None) replaces the labelled set before training: ``benchmarks/bench_offline_reference.py`` trains the same IQL on
+    the simulator's dense reward, or on the experts alone, to measure what the data and the policy
+    input allow whatever the reward.
     """
     from filelock import FileLock
 
@@ -435,6 +459,9 @@ def run_offline(ctx: Any, labeller: Any, make_eval_env: Callable[[], Any]) -> An
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
         dataset = label_offline_dataset(spec.name, labeller, n=n, progress=ctx.progress)
+    transform = getattr(ctx, "offline_transform", None)
+    if transform is not None:
+        dataset = transform(dataset)
     sanity = reward_sanity(dataset)
     holder: dict[str, Any] = {}
 

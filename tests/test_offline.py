@@ -280,3 +280,82 @@ def test_recorded_robot_state_is_a_policy_input_only_when_the_budget_asks(monkey
     assert seen["keys"] == ["image", "keypoints", "proprio", "target"]
     with pytest.raises(ValueError, match=r"no recorded robot state.*relam offline-data PushCube-v1"):
         run("image+points+proprio", _dataset())
+
+
+def test_subset_and_relabelled_sets_keep_their_trajectories_whole():
+    """``subset`` keeps whole trajectories (frames, steps, per-trajectory fields, info) in the
+    order asked; ``with_rewards`` replaces the rewards alone and says so in the meta."""
+    ds = _dataset()
+    sub = ds.subset([2, 0])
+    assert sub.n_trajectories == 2 and sub.n_transitions == 10
+    np.testing.assert_array_equal(sub.seeds, [3, 1])
+    np.testing.assert_array_equal(sub.observations["image"][:6], ds.observations["image"][ds.obs_slice(2)])
+    np.testing.assert_array_equal(sub.observations["keypoints"][6:], ds.observations["keypoints"][ds.obs_slice(0)])
+    np.testing.assert_array_equal(sub.rewards[:5], ds.rewards[ds.step_slice(2)])
+    np.testing.assert_array_equal(sub.info["stage"][5:], ds.info["stage"][ds.step_slice(0)])
+    np.testing.assert_array_equal(np.flatnonzero(sub.timeouts), [4, 9])
+    with pytest.raises(ValueError, match="no trajectories"):
+        ds.subset([])
+
+    dense = ds.with_rewards(ds.env_reward, "env_dense")
+    np.testing.assert_array_equal(dense.rewards, ds.env_reward.astype(np.float32))
+    np.testing.assert_array_equal(dense.actions, ds.actions)
+    assert dense.meta["rewards"] == "env_dense" and "rewards" not in ds.meta
+    with pytest.raises(ValueError, match="with_rewards"):
+        ds.with_rewards(ds.rewards[:-1], "short")
+
+
+def test_a_benchmark_transform_reaches_iql_and_a_spec_run_has_none(monkeypatch, tmp_path):
+    """``RunContext.offline_transform`` (bench_offline_reference.py) replaces the labelled set that
+    IQL trains on; the runner's contexts leave it None."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    import relam.offline as offline
+    import relam.rl.iql as iql
+    from relam.methods import Budget, RunContext
+
+    assert {f.name: f.default for f in dataclasses.fields(RunContext)}["offline_transform"] is None
+    seen = {}
+
+    def fake_train(dataset, settings, out_dir, eval_fn=None, progress=True):
+        seen["rewards"], seen["n"] = dataset.rewards.copy(), dataset.n_trajectories
+        return iql.IQLResult(0.5, [(10, 0.5)], [], None, tmp_path, 10)
+
+    monkeypatch.setattr(offline, "label_offline_dataset", lambda *a, **k: _dataset())
+    monkeypatch.setattr(offline, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(iql, "train_iql", fake_train)
+    budget = Budget(train_steps=10, eval_every=5, eval_episodes=1)
+    labeller = ReLAMLabeller(Planner(), tracker=FakeTracker())
+
+    def run(transform):
+        ctx = SimpleNamespace(task_spec=lambda: SimpleNamespace(name="PushCube-v1"), budget=budget, seed=0,
+                              progress=False, out_dir=str(tmp_path / "run"), horizon=lambda: 5,
+                              offline_transform=transform)
+        return offline.run_offline(ctx, labeller, lambda: None)
+
+    run(None)
+    np.testing.assert_array_equal(seen["rewards"], _dataset().rewards)
+    res = run(lambda ds: ds.subset(np.flatnonzero(~ds.noisy)).with_rewards(np.zeros(5), "zero"))
+    assert seen["n"] == 1 and not seen["rewards"].any()
+    assert res.metrics["label_return_expert"] == 0.0 and "label_return_noisy" not in res.metrics
+
+
+def test_reference_benchmark_variants_relabel_as_they_say():
+    """bench_offline_reference.py: ``dense`` trains on the simulator's reward, ``bc`` on the experts
+    alone at a zero reward, ``labels`` on the method's own; an unknown name is refused up front."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_offline_reference.py"
+    spec = importlib.util.spec_from_file_location("bench_offline_reference", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ds = _dataset()
+    assert bench.reference_transform("labels") is None
+    dense = bench.reference_transform("dense")(ds)
+    np.testing.assert_array_equal(dense.rewards, ds.env_reward)
+    bc = bench.reference_transform("bc")(ds)
+    assert bc.n_trajectories == int((~ds.noisy).sum()) and not bc.noisy.any() and not bc.rewards.any()
+    with pytest.raises(ValueError, match="--variants: unknown variant 'dnese'"):
+        bench.main(["--variants", "dense,dnese"])

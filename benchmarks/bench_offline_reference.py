@@ -1,0 +1,127 @@
+"""What an offline row's data and policy input allow, whatever the reward: the same IQL, budget,
+policy input and evaluation as one column of a spec, trained on reference labels instead of the
+method's own.
+
+Variants (``--variants``, comma-separated):
+
+- ``labels``: the method's own labels (what ``relam run`` trains on; a same-process reference);
+- ``dense``: the 200 trajectories relabelled with the simulator's dense reward (ManiSkill's
+  ``normalized_dense``, recorded with every trajectory), the reward the task's designers shaped:
+  an upper reference for any reward learned from videos;
+- ``bc``: the expert trajectories alone with a zero reward, so that every advantage is the same
+  and IQL's actor loss is plain behaviour cloning of the experts.
+
+When ``dense`` and ``bc`` score about what the method's labels score, the reward is not what
+holds the row back; when they score far more, it is. Prints one Markdown table (and, with
+``--json``, one JSON line per variant)::
+
+    python benchmarks/bench_offline_reference.py --task PickCube-v1 --variants dense,bc --seed 0
+    python benchmarks/bench_offline_reference.py --smoke
+
+The spec's budget at ``--scale`` (default offline_relam, quick) is used as it is; ``--train-steps``
+/ ``--eval-every`` / ``--eval-episodes`` override it. Each variant checkpoints under
+``<cache>/bench_offline_reference/`` and resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from relam.cache import cache_dir, settings_hash
+from relam.methods import RunContext, get_method
+from relam.offline import OfflineDataset
+from relam.scales import SCALES
+
+VARIANTS = ("labels", "dense", "bc")
+
+
+def reference_transform(variant: str) -> Callable[[OfflineDataset], OfflineDataset] | None:
+    """The relabelling of one variant (None: the method's own labels)."""
+    if variant == "labels":
+        return None
+    if variant == "dense":
+        return lambda ds: ds.with_rewards(ds.env_reward, "env_dense")
+    if variant == "bc":
+        def experts_alone(ds: OfflineDataset) -> OfflineDataset:
+            sub = ds.subset(np.flatnonzero(~ds.noisy))
+            return sub.with_rewards(np.zeros_like(sub.rewards), "zero (experts alone: behaviour cloning)")
+        return experts_alone
+    raise ValueError(f"--variants: unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
+
+
+def run_variant(spec_name: str, task: str, label: str, variant: str, scale: str, seed: int,
+                overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
+    from relam.experiments.spec import load_spec
+
+    spec = load_spec(spec_name)
+    budget = spec.budget(task, scale)
+    if overrides:
+        budget = budget.model_copy(update=overrides)
+    entry = spec.entry(label)
+    settings = spec.resolved_settings(label)
+    tag = settings_hash({"spec": spec.name, "label": label, "budget": budget.model_dump(), "settings": settings.model_dump()})
+    out = cache_dir() / "bench_offline_reference" / f"{task}-{variant}-{scale}-s{seed}-{tag}"
+    ctx = RunContext(task=task, method=entry.method, settings=settings, seed=seed, budget=budget, scale=scale,
+                     out_dir=out, progress=progress, offline_transform=reference_transform(variant))
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    res = get_method(entry.method).offline(ctx)
+    return {"task": task, "column": label, "variant": variant, "seed": seed, "success": res.success,
+            "curve": res.curve, "wall_s": round(time.time() - t0, 1), "train_steps": budget.train_steps,
+            "label_return_expert": res.metrics.get("label_return_expert"),
+            "label_return_noisy": res.metrics.get("label_return_noisy"),
+            "trajectories": res.metrics.get("offline_trajectories"), "out_dir": str(out)}
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| task | column | variant | seed | trajectories | IQL steps | success | curve (success % per evaluation) | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        curve = ", ".join(f"{100 * v:.0f}" for _, v in r["curve"])
+        lines.append(f"| {r['task']} | {r['column']} | {r['variant']} | {r['seed']} | {r['trajectories']:.0f} | "
+                     f"{r['train_steps']} | {100 * r['success']:.0f}% | {curve} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python benchmarks/bench_offline_reference.py",
+                                description="One offline column trained on reference labels (dense reward, experts "
+                                            "alone) beside its own: is the reward what holds the row back?")
+    p.add_argument("--task", default="PickCube-v1")
+    p.add_argument("--spec", default="offline_relam", help="spec whose budget and column are used")
+    p.add_argument("--column", default="ReLAM (ground truth)", help="the spec's column (its label)")
+    p.add_argument("--variants", default="dense,bc", help=f"comma-separated: {', '.join(VARIANTS)}")
+    p.add_argument("--scale", default="quick", choices=SCALES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--json", action="store_true", help="also one JSON line per variant")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--smoke", action="store_true", help="a few minutes: the spec's smoke budget, PushCube-v1")
+    a = p.parse_args(list(argv) if argv is not None else None)
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    for v in variants:
+        reference_transform(v)  # rejects an unknown name before any work
+    if a.smoke:
+        a.scale, a.task = "smoke", "PushCube-v1"
+    overrides = {k: v for k, v in (("train_steps", a.train_steps), ("eval_every", a.eval_every),
+                                   ("eval_episodes", a.eval_episodes)) if v is not None}
+    torch.set_num_threads(1)
+    rows = []
+    for v in variants:
+        r = run_variant(a.spec, a.task, a.column, v, a.scale, a.seed, overrides, progress=not a.quiet)
+        rows.append(r)
+        if a.json:
+            print(json.dumps(r), flush=True)
+    print(table(rows), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
