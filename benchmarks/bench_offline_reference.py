@@ -54,6 +54,22 @@ def reference_transform(variant: str) -> Callable[[OfflineDataset], OfflineDatas
     raise ValueError(f"--variants: unknown variant {variant!r}; one of {', '.join(VARIANTS)}")
 
 
+def budget_fields(pairs: Sequence[str]) -> dict[str, Any]:
+    """``FIELD=VALUE`` pairs, each checked against :class:`relam.methods.Budget` (YAML values)."""
+    import yaml
+
+    from relam.methods import Budget
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        field, sep, value = pair.partition("=")
+        if not sep or field not in Budget.model_fields:
+            raise ValueError(f"--budget {pair!r}: expected FIELD=VALUE with FIELD a budget field "
+                             f"(e.g. iql_encoder=shared; fields: {', '.join(sorted(Budget.model_fields))})")
+        out[field] = yaml.safe_load(value)
+    return out
+
+
 def run_variant(spec_name: str, task: str, label: str, variant: str, scale: str, seed: int,
                 overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
     from relam.experiments.spec import load_spec
@@ -61,7 +77,8 @@ def run_variant(spec_name: str, task: str, label: str, variant: str, scale: str,
     spec = load_spec(spec_name)
     budget = spec.budget(task, scale)
     if overrides:
-        budget = budget.model_copy(update=overrides)
+        # validated as a spec's budget would be (a typo'd value is refused, not trained on)
+        budget = type(budget)(**{**budget.model_dump(), **overrides})
     entry = spec.entry(label)
     settings = spec.resolved_settings(label)
     tag = settings_hash({"spec": spec.name, "label": label, "budget": budget.model_dump(), "settings": settings.model_dump()})
@@ -101,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--budget", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="other budget fields replaced, e.g. iql_encoder=shared (validated as a spec's budget)")
     p.add_argument("--json", action="store_true", help="also one JSON line per variant")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--smoke", action="store_true", help="a few minutes: the spec's smoke budget, PushCube-v1")
@@ -112,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.scale, a.task = "smoke", "PushCube-v1"
     overrides = {k: v for k, v in (("train_steps", a.train_steps), ("eval_every", a.eval_every),
                                    ("eval_episodes", a.eval_episodes)) if v is not None}
+    overrides.update(budget_fields(a.budget))
     torch.set_num_threads(1)
     rows = []
     for v in variants:

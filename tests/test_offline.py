@@ -359,3 +359,7 @@ def test_reference_benchmark_variants_relabel_as_they_say():
     assert bc.n_trajectories == int((~ds.noisy).sum()) and not bc.noisy.any() and not bc.rewards.any()
     with pytest.raises(ValueError, match="--variants: unknown variant 'dnese'"):
         bench.main(["--variants", "dense,dnese"])
+    assert bench.budget_fields(["iql_encoder=shared", "train_steps=20000"]) == {"iql_encoder": "shared",
+                                                                                 "train_steps": 20000}
+    with pytest.raises(ValueError, match="--budget 'iql_encodr=shared'"):
+        bench.budget_fields(["iql_encodr=shared"])
