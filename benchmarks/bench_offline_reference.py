@@ -18,13 +18,15 @@ holds the row back; when they score far more, it is. Prints one Markdown table (
     python benchmarks/bench_offline_reference.py --task PickCube-v1 --variants dense,bc --seed 0
     python benchmarks/bench_offline_reference.py --smoke
 
-The spec's budget at ``--scale`` (default offline_relam, quick) is used as it is; ``--train-steps``
-/ ``--eval-every`` / ``--eval-episodes`` override it. Each variant checkpoints under
-``<cache>/bench_offline_reference/`` and resumes where it stopped.
+The spec's budget at ``--scale`` (default offline_relam, quick) is used as it is;
+``--budget FIELD=VALUE ...`` replaces fields of it (``train_steps=30000 iql_encoder=separate``).
+Each variant checkpoints under ``<cache>/bench_offline_reference/`` (a folder per run key) and
+resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from typing import Any, Callable, Sequence
@@ -32,8 +34,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from relam.cache import cache_dir, settings_hash
-from relam.methods import RunContext, get_method
+from relam.cache import cache_dir
+from relam.methods import get_method
 from relam.offline import OfflineDataset
 from relam.scales import SCALES
 
@@ -72,22 +74,23 @@ def budget_fields(pairs: Sequence[str]) -> dict[str, Any]:
 
 def run_variant(spec_name: str, task: str, label: str, variant: str, scale: str, seed: int,
                 overrides: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """One variant of the spec's run (``task``, column ``label``, ``seed``), its budget with
+    ``overrides``; its work folder is named by the run's key, so a changed task entry or budget
+    never resumes another's checkpoint."""
+    from relam.experiments.runner import expand
     from relam.experiments.spec import load_spec
+    from relam.methods import Budget
+    from relam.policy_gif import run_context
 
-    spec = load_spec(spec_name)
-    budget = spec.budget(task, scale)
-    if overrides:
-        # validated as a spec's budget would be (a typo'd value is refused, not trained on)
-        budget = type(budget)(**{**budget.model_dump(), **overrides})
-    entry = spec.entry(label)
-    settings = spec.resolved_settings(label)
-    tag = settings_hash({"spec": spec.name, "label": label, "budget": budget.model_dump(), "settings": settings.model_dump()})
-    out = cache_dir() / "bench_offline_reference" / f"{task}-{variant}-{scale}-s{seed}-{tag}"
-    ctx = RunContext(task=task, method=entry.method, settings=settings, seed=seed, budget=budget, scale=scale,
-                     out_dir=out, progress=progress, offline_transform=reference_transform(variant))
-    out.mkdir(parents=True, exist_ok=True)
+    runs = [r for r in expand(load_spec(spec_name), scale) if r.task == task and r.label == label]
+    if not runs:
+        raise ValueError(f"--task {task!r} / --column {label!r}: not a cell of spec {spec_name!r}")
+    budget = Budget(**{**runs[0].budget, **overrides})  # validated as a spec's budget would be
+    run = dataclasses.replace(runs[0], seed=seed, budget=budget.key_dict())
+    out = cache_dir() / "bench_offline_reference" / f"{task}-{variant}-{scale}-s{seed}-{run.key}"
+    ctx = dataclasses.replace(run_context(run, out), progress=progress, offline_transform=reference_transform(variant))
     t0 = time.time()
-    res = get_method(entry.method).offline(ctx)
+    res = get_method(run.method).offline(ctx)
     return {"task": task, "column": label, "variant": variant, "seed": seed, "success": res.success,
             "curve": res.curve, "wall_s": round(time.time() - t0, 1), "train_steps": budget.train_steps,
             "label_return_expert": res.metrics.get("label_return_expert"),
@@ -115,9 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variants", default="dense,bc", help=f"comma-separated: {', '.join(VARIANTS)}")
     p.add_argument("--scale", default="quick", choices=SCALES)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-steps", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-episodes", type=int, default=None)
     p.add_argument("--budget", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="other budget fields replaced, e.g. iql_encoder=shared (validated as a spec's budget)")
     p.add_argument("--json", action="store_true", help="also one JSON line per variant")
@@ -129,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reference_transform(v)  # rejects an unknown name before any work
     if a.smoke:
         a.scale, a.task = "smoke", "PushCube-v1"
-    overrides = {k: v for k, v in (("train_steps", a.train_steps), ("eval_every", a.eval_every),
-                                   ("eval_episodes", a.eval_episodes)) if v is not None}
-    overrides.update(budget_fields(a.budget))
+    overrides = budget_fields(a.budget)
     torch.set_num_threads(1)
     rows = []
     for v in variants:
