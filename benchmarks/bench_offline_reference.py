@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", default="quick", choices=SCALES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--budget", nargs="+", default=[], metavar="FIELD=VALUE",
-                   help="other budget fields replaced, e.g. iql_encoder=shared (validated as a spec's budget)")
+                   help="budget fields replaced, e.g. train_steps=30000 iql_encoder=shared (validated as a spec's budget)")
     p.add_argument("--json", action="store_true", help="also one JSON line per variant")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--smoke", action="store_true", help="a few minutes: the spec's smoke budget, PushCube-v1")
