@@ -123,6 +123,10 @@ class Budget(BaseModel):
         default=None, gt=0, strict=True,
         description="SB3's target_kl for PPO (relam.rl.ppo.PPOSettings.target_kl): stop an update's epochs once "
                     "the approximate KL passes 1.5x this; None (appendix C gives none) runs all 10")
+    ppo_n_epochs: int = Field(
+        default=10, ge=1, strict=True,
+        description="PPO epochs over each rollout (appendix C gives none; SB3's default 10; relam.rl.ppo."
+                    "PPOSettings.n_epochs): fewer epochs move the policy less per update (Atari's PPO: 4)")
     ppo_ent_coef: float = Field(
         default=0.0, ge=0.0, strict=True,
         description="PPO's entropy bonus (SB3's ent_coef; relam.rl.ppo.PPOSettings.ent_coef; appendix C gives "
@@ -181,7 +185,8 @@ class Budget(BaseModel):
     _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
                                                  "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
                                                  "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "ppo_share_encoder": True,
-                                                 "ppo_target_kl": None, "ppo_ent_coef": 0.0, "lr_schedule": "constant",
+                                                 "ppo_target_kl": None, "ppo_ent_coef": 0.0, "ppo_n_epochs": 10,
+                                                 "lr_schedule": "constant",
                                                  "iql_encoder": "separate", "iql_encoder_steps": 0,
                                                  "iql_actor_lr": "constant", "iql_temperature": 3.0,
                                                  "iql_expectile": 0.7}
@@ -269,7 +274,8 @@ class RunContext:
         ``rollout`` steps (default appendix C's 2000, fewer when the budget is smaller: smoke),
         rounded down to a multiple of the budget's ``n_envs`` and split between them, minibatches of
         the budget's ``ppo_batch_size`` (at most the rollout), its exploration std and learning rate
-        (and its schedule), its ``ppo_segment_bootstrap``, ``ppo_share_encoder``, ``ppo_target_kl`` and ``ppo_ent_coef``."""
+        (and its schedule), its ``ppo_segment_bootstrap``, ``ppo_share_encoder``, ``ppo_target_kl``, ``ppo_ent_coef`` and
+        ``ppo_n_epochs``."""
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
@@ -279,7 +285,7 @@ class RunContext:
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
                                   lr_schedule=b.lr_schedule, segment_bootstrap=b.ppo_segment_bootstrap,
                                   share_features_extractor=b.ppo_share_encoder, target_kl=b.ppo_target_kl,
-                                  ent_coef=b.ppo_ent_coef)
+                                  ent_coef=b.ppo_ent_coef, n_epochs=b.ppo_n_epochs)
         kw.update(overrides)
         return PPOSettings(**kw)
 

@@ -81,6 +81,7 @@ def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
     own = _ctx(ppo_share_encoder=False, ppo_target_kl=0.02).ppo_settings()
     assert (own.share_features_extractor, own.target_kl) == (False, 0.02)
     assert shared.ent_coef == 0.0 and _ctx(ppo_ent_coef=0.01).ppo_settings().ent_coef == 0.01
+    assert shared.n_epochs == 10 and _ctx(ppo_n_epochs=4).ppo_settings().n_epochs == 4
     small = _ctx(train_steps=300, eval_every=100, n_envs=16).ppo_settings()  # smoke-sized budgets collect what they can
     assert small.n_steps % 16 == 0 and small.n_steps <= 300
     with pytest.raises(ValueError, match="multiple of n_envs"):
@@ -91,7 +92,8 @@ def test_late_budget_fields_stay_out_of_run_keys_at_their_defaults():
     assert "n_envs" not in _ctx().budget.key_dict()
     assert _ctx(n_envs=8).budget.key_dict()["n_envs"] == 8
     assert _ctx(policy_input="points").budget.key_dict()["policy_input"] == "points"
-    assert not {"ppo_share_encoder", "ppo_target_kl", "ppo_ent_coef"} & set(_ctx().budget.key_dict())
+    assert not {"ppo_share_encoder", "ppo_target_kl", "ppo_ent_coef", "ppo_n_epochs"} & set(_ctx().budget.key_dict())
+    assert _ctx(ppo_n_epochs=4).budget.key_dict()["ppo_n_epochs"] == 4
     assert _ctx(ppo_ent_coef=0.01).budget.key_dict()["ppo_ent_coef"] == 0.01
     assert _ctx(ppo_share_encoder=False).budget.key_dict()["ppo_share_encoder"] is False
     assert _ctx(ppo_target_kl=0.05).budget.key_dict()["ppo_target_kl"] == 0.05
