@@ -426,8 +426,9 @@ def _make_demos_locked(spec: TaskSpec, n: int, kind: str, out: Path, progress: b
 
 
 def load_demos(task: str | TaskSpec, kind: str = "expert", n: int | None = None,
-               make: bool = True) -> list[Demo]:
-    """Load a task's demos (making the missing ones first unless ``make=False``)."""
+               make: bool = True, progress: bool = True) -> list[Demo]:
+    """Load a task's demos (making the missing ones first unless ``make=False``, with a progress
+    bar unless ``progress=False``: a run started with ``--no-progress`` writes no bar to its log)."""
     spec = get_task(task)
     n_default = 100 if kind == "expert" else 200
     want = n if n is not None else n_default
@@ -441,7 +442,7 @@ def load_demos(task: str | TaskSpec, kind: str = "expert", n: int | None = None,
                 raise FileNotFoundError(
                     f"{len(missing)} {kind} demos of '{spec.name}' are missing in {d}; "
                     f"make them with `relam demos make {spec.name} --kind {kind}`")
-            make_demos(spec, n=want, kind=kind)
+            make_demos(spec, n=want, kind=kind, progress=progress)
         for x in names:
             path = d / f"{x}.npz"
             if x in loaded:

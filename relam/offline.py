@@ -338,7 +338,7 @@ def label_offline_dataset(task: str, labeller: Labeller, n: int | None = None, i
     path = offline_cache_path(task, labeller, n, image_size)
     if path.exists() and not rebuild:
         return OfflineDataset.load(path)
-    demos = load_demos(task, kind="offline", n=n)
+    demos = load_demos(task, kind="offline", n=n, progress=progress)
     ds = label_demos(demos, labeller, image_size, progress)
     ds.save(path)
     return ds

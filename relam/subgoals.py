@@ -383,7 +383,7 @@ def build_subgoal_dataset(task: str, settings: KeypointSettings | None = None,
             pass  # moved aside by another process just now: build it here too (same result)
         except NPZ_ERRORS as e:
             quarantine(path, f"{type(e).__name__}: {e}", seen, then="the dataset is built again")
-    demos = load_demos(task, kind=kind, n=n_demos)
+    demos = load_demos(task, kind=kind, n=n_demos, progress=progress)
     if not demos:
         raise ValueError(f"build_subgoal_dataset: no {kind!r} demos stored for {task!r}; run "
                          f"relam.demos.make_demos({task!r}, n=...) first")

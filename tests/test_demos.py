@@ -56,6 +56,16 @@ def test_demo_roundtrip_and_resume(tmp_path, monkeypatch):
     assert len(load_demos("drawer-open-v3", n=2, make=False)) == 2
 
 
+def test_load_demos_makes_the_missing_ones_without_a_bar_when_asked(tmp_path, monkeypatch, capsys):
+    """A run started with ``--no-progress`` reaches ``make_demos`` through ``load_demos``: its log
+    must not fill with the recording bar."""
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path))
+    assert len(load_demos("drawer-open-v3", n=1, progress=False)) == 1
+    assert "expert drawer-open-v3" not in capsys.readouterr().err
+    assert len(load_demos("drawer-open-v3", n=2)) == 2  # the default keeps the bar
+    assert "expert drawer-open-v3" in capsys.readouterr().err
+
+
 def test_missing_demos_fail_clearly_without_make(tmp_path, monkeypatch):
     monkeypatch.setenv("RELAM_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="relam demos make door-open-v3"):
