@@ -107,7 +107,7 @@ class Budget(BaseModel):
                                 description="initial log std of the PPO policy (SB3's default 0)")
     learning_rate: float = Field(default=3e-4, gt=0, strict=True, description="PPO learning rate")
     ppo_batch_size: int = Field(default=64, gt=0, strict=True,
-                                description="PPO minibatch size (appendix C: 64; 10 epochs over the rollout "
+                                description="PPO minibatch size (appendix C: 64; ppo_n_epochs epochs over the rollout "
                                             "either way, so a larger one makes fewer, less noisy steps)")
     ppo_segment_bootstrap: float = Field(
         default=0.0, ge=0.0, le=1.0, strict=True,
