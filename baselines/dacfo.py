@@ -403,7 +403,7 @@ def resumed_model(ctx: Any, checkpoint_dir: Path, **kwargs: Any) -> DACfO:
 
     last = sorted(Path(checkpoint_dir).glob("disc_*.pt"))
     model = DACfO.load(last[-1]) if last else DACfO(seed=ctx.seed, **kwargs)
-    model.fit(load_demos(ctx.task, n=ctx.budget.n_demos))
+    model.fit(load_demos(ctx.task, n=ctx.budget.n_demos, progress=ctx.progress))
     model.checkpoint_dir = Path(checkpoint_dir)
     return model
 

@@ -397,7 +397,7 @@ def trained_model(task: str, n_demos: int, scale: str, seed: int = 0, progress: 
         if path.exists():
             return DiffusionReward.load(path)
         model = DiffusionReward(seed=seed)
-        model.fit(load_demos(task, n=n_demos), steps=steps, progress=progress, device="auto")
+        model.fit(load_demos(task, n=n_demos, progress=progress), steps=steps, progress=progress, device="auto")
         model.save(path)
         return model
 

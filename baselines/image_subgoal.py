@@ -195,7 +195,7 @@ def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool
         out.mkdir(parents=True, exist_ok=True)
         with FileLock(str(out) + ".lock"):
             if not (out / "threshold.json").exists():
-                demos = load_demos(task, n=n_demos)[:calibrate_demos]
+                demos = load_demos(task, n=n_demos, progress=progress)[:calibrate_demos]
                 thr = calibrate_threshold(ImageSubgoalPlanner(model), base.embedding, demos,
                                           quantile=calibration_quantile)
                 atomic_write_json(out / "threshold.json", {"threshold": thr})
@@ -212,7 +212,7 @@ def fit_components(task: str, n_demos: int, scale: str = "quick", progress: bool
             return ISComponents(SubgoalImageModel.from_state(st["model"]),
                                 embedding_from_state(st["embedding"]), float(st["threshold"]))
         ds = build_subgoal_dataset(task, KeypointSettings(), n_demos=n_demos, progress=progress)
-        demos = load_demos(task, n=n_demos)
+        demos = load_demos(task, n=n_demos, progress=progress)
         emb.fit([d.frames for d in demos], steps=steps.embedding_steps, progress=progress)
         model = SubgoalImageModel(flow)
         model.fit(ds.items, progress=progress)

@@ -61,7 +61,7 @@ def learned_reward_model(task: str, n_demos: int, scale: str = "quick", progress
     with FileLock(str(out) + ".lock"):
         if (out / "reward_model.pt").exists():
             return LearnedRewardModel.load(out / "reward_model.pt")
-        demos = load_demos(task, n=n_demos)
+        demos = load_demos(task, n=n_demos, progress=progress)
         rand = random_action_videos(task, s.random_videos, RANDOM_VIDEO_STEPS, seed=1)
         model = LearnedRewardModel(cfg)
         model.fit(demos, rand, progress=progress)
@@ -219,7 +219,7 @@ def _bc_policy_state(task: str, n_demos: int, scale: str, seed: int, ppo: Any, v
             blob = torch.load(path, map_location="cpu", weights_only=False)
             return blob["policy"], {**blob["stats"], **sizes}
         model = _make_refine_ppo(venv, ppo, seed)
-        images, actions = bc_dataset(load_demos(task, n=n_demos))
+        images, actions = bc_dataset(load_demos(task, n=n_demos, progress=progress))
         t0 = time.time()
         losses = behaviour_cloning(model.policy, images, actions, bc_steps, seed=seed, progress=progress)
         stats = {"bc_loss_first": float(np.mean(losses[:10])), "bc_loss_final": float(np.mean(losses[-50:])),

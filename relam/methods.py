@@ -122,7 +122,7 @@ class Budget(BaseModel):
     ppo_target_kl: float | None = Field(
         default=None, gt=0, strict=True,
         description="SB3's target_kl for PPO (relam.rl.ppo.PPOSettings.target_kl): stop an update's epochs once "
-                    "the approximate KL passes 1.5x this; None (appendix C gives none) runs all 10")
+                    "the approximate KL passes 1.5x this; None (appendix C gives none) runs all ppo_n_epochs")
     ppo_n_epochs: int = Field(
         default=10, ge=1, strict=True,
         description="PPO epochs over each rollout (appendix C gives none; SB3's default 10; relam.rl.ppo."
