@@ -181,15 +181,11 @@ class Budget(BaseModel):
                              "point while it trains; lower eval_every or raise train_steps")
         return eval_every
 
-    #: fields added after records existed: left out of :meth:`key_dict` while at these defaults
-    _LATE_DEFAULTS: ClassVar[dict[str, Any]] = {"offline_trajectories": None, "policy_input": "image+points",
-                                                 "n_envs": 1, "log_std_init": 0.0, "learning_rate": 3e-4,
-                                                 "ppo_batch_size": 64, "ppo_segment_bootstrap": 0.0, "ppo_share_encoder": True,
-                                                 "ppo_target_kl": None, "ppo_ent_coef": 0.0, "ppo_n_epochs": 10,
-                                                 "lr_schedule": "constant",
-                                                 "iql_encoder": "separate", "iql_encoder_steps": 0,
-                                                 "iql_actor_lr": "constant", "iql_temperature": 3.0,
-                                                 "iql_expectile": 0.7}
+    #: fields added after records existed: left out of :meth:`key_dict` while at their field defaults
+    _LATE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "offline_trajectories", "policy_input", "n_envs", "log_std_init", "learning_rate", "ppo_batch_size",
+        "ppo_segment_bootstrap", "ppo_share_encoder", "ppo_target_kl", "ppo_ent_coef", "ppo_n_epochs",
+        "lr_schedule", "iql_encoder", "iql_encoder_steps", "iql_actor_lr", "iql_temperature", "iql_expectile")
 
     @property
     def sees_image(self) -> bool:
@@ -206,8 +202,8 @@ class Budget(BaseModel):
         """The budget as it enters run keys: late fields at their default are absent, so records
         made before those fields existed keep their keys."""
         d = self.model_dump()
-        for k, default in self._LATE_DEFAULTS.items():
-            if d.get(k) == default:
+        for k in self._LATE_FIELDS:
+            if d.get(k) == type(self).model_fields[k].default:
                 d.pop(k, None)
         return d
 
