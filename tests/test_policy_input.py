@@ -89,6 +89,9 @@ def test_ppo_settings_split_the_2000_step_rollout_between_the_envs():
 
 
 def test_late_budget_fields_stay_out_of_run_keys_at_their_defaults():
+    # a budget at every default keys as the first records did: only the five original fields, so a
+    # new budget field that is not named in Budget._LATE_FIELDS would re-key every stored run here
+    assert set(_ctx().budget.key_dict()) == {"train_steps", "eval_every", "eval_episodes", "n_demos", "horizon"}
     assert "n_envs" not in _ctx().budget.key_dict()
     assert _ctx(n_envs=8).budget.key_dict()["n_envs"] == 8
     assert _ctx(policy_input="points").budget.key_dict()["policy_input"] == "points"
