@@ -202,10 +202,8 @@ class Budget(BaseModel):
         """The budget as it enters run keys: late fields at their default are absent, so records
         made before those fields existed keep their keys."""
         d = self.model_dump()
-        for k in self._LATE_FIELDS:
-            if d.get(k) == type(self).model_fields[k].default:
-                d.pop(k, None)
-        return d
+        fields = type(self).model_fields
+        return {k: v for k, v in d.items() if not (k in self._LATE_FIELDS and v == fields[k].default)}
 
     def offline_set_size(self) -> int:
         """Trajectories in the offline control set an offline run labels (ManiSkill rows)."""
