@@ -1,6 +1,7 @@
 """The ``relam`` command line: one function pair per subcommand, kept in a registry.
 
     relam run SPEC --scale smoke [--backend local|ray] [--workers N] [--retry-failed] [--address A]
+    relam extend SPEC [--scale S] [--tasks ...] [--methods ...] [--seeds ...]
     relam status SPEC [--scale S] [--tasks ...] [--methods ...] [--seeds ...]
     relam table SPEC [--scale S] [--out DIR]
     relam plot SPEC [--scale S] [--out DIR]
@@ -213,6 +214,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if real else 0
 
 
+# --- extend -----------------------------------------------------------------------------------
+def setup_extend(p: argparse.ArgumentParser) -> None:
+    _spec_arg(p)
+    _scale_arg(p)
+    _filter_args(p)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    """Seed missing runs from shorter finished ones (then `relam run` continues them)."""
+    from relam.experiments import load_spec
+    from relam.experiments.extend import extend_runs
+    from relam.experiments.runner import expand
+
+    spec = load_spec(args.spec)
+    runs = _select(spec, args, expand(spec, args.scale))
+    _check_cache_writable()
+    done = extend_runs(runs)
+    for e in done:
+        print(f"{e.run.key}  {e.run.task:<22} {e.run.label:<20} seed {e.run.seed}: "
+              f"{'extends ' + e.donor + ' from step ' + str(e.donor_steps) if e.donor else 'not extended: ' + e.why}")
+    n = sum(e.donor is not None for e in done)
+    print(f"{n} of {len(done)} runs start from a shorter run's checkpoint"
+          + (f"; continue them with `relam run {args.spec} --scale {args.scale}`" if n else ""))
+    return 0
+
+
 def _check_cache_writable() -> None:
     """A run writes its lock, record, scratch files, demos and datasets in the cache: a read-only
     cache is one clear error before any work starts, not a PermissionError from the first lock."""
@@ -354,7 +381,9 @@ def _resumes_note(rec: dict | None) -> str:
     if not n:
         return ""
     inexact = int(metrics.get("inexact_resumes", 0))
-    return f"  resumed {n}x" + (f" ({inexact} off the uninterrupted path)" if inexact else " (exactly)")
+    seeded = (rec or {}).get("extended_from")
+    return (f"  resumed {n}x" + (f" ({inexact} off the uninterrupted path)" if inexact else " (exactly)")
+            + (f", extended from {seeded['key']} at step {seeded['train_steps']}" if seeded else ""))
 
 
 def _print_quarantined(keys: set[str]) -> None:
@@ -557,6 +586,11 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 add_subcommand("run", setup_run, cmd_run)
+add_subcommand("extend", setup_extend, cmd_extend, description=(
+    "Start each missing run of a spec from the checkpoint of a finished run that differs only in having "
+    "fewer train_steps, where the method says the longer run passes through that state (online PPO with "
+    "lr_schedule: constant); `relam run` then continues them, and their records name the run they "
+    "continued (extended_from). Nothing is trained here."))
 add_subcommand("status", setup_status, cmd_status)
 add_subcommand("table", setup_table, cmd_table)
 add_subcommand("plot", setup_plot, cmd_plot)

@@ -336,6 +336,16 @@ class RewardMethod:
         own = [m for m in ("online", "offline") if getattr(type(self), m) is not getattr(RewardMethod, m)]
         return " and ".join(f"{m}()" for m in own) or "neither online() nor offline()"
 
+    @classmethod
+    def extension_refused(cls, task: str, shorter: "Budget", longer: "Budget") -> str | None:
+        """Why a run of ``longer`` may not start from the checkpoint of a finished run of ``shorter``
+        (the same run but for fewer ``train_steps``: :mod:`relam.experiments.extend`), or None when it
+        may: only when the longer run passes through the shorter one's final state. By default it
+        may not; a method that trains through :func:`relam.rl.ppo.train_ppo` says it may when the
+        learning rate does not depend on the total (:func:`ppo_extension_refused`)."""
+        return (f"method {cls.name or cls.__name__!r} does not say that a longer run continues a shorter "
+                "one's checkpoint; run it from the start")
+
     def fit(self, demos: list[Any]) -> None:  # pragma: no cover - optional hook
         raise NotImplementedError(f"{type(self).__name__} has no fit()")
 
@@ -344,6 +354,23 @@ class RewardMethod:
 
     def label(self, dataset: Any) -> Any:  # pragma: no cover - optional hook
         raise NotImplementedError(f"{type(self).__name__} has no label()")
+
+
+def ppo_extension_refused(task: str, shorter: "Budget", longer: "Budget") -> str | None:
+    """:meth:`RewardMethod.extension_refused` for an online PPO run (:func:`relam.rl.ppo.train_ppo`):
+    its checkpoint keeps the model, the reward scaling, the random streams and the environments'
+    episodes, so the longer run passes through the shorter one's final state when nothing before
+    it depends on the total, i.e. with ``lr_schedule: constant``."""
+    from relam.tasks import get_task
+
+    if get_task(task).suite != ONLINE_SUITE:
+        return f"{task} trains offline (IQL); only online PPO runs are extended"
+    for name, b in (("the finished run", shorter), ("this run", longer)):
+        if b.lr_schedule != "constant":
+            return (f"budget.lr_schedule of {name} is {b.lr_schedule!r}: the learning rate anneals to 0 over "
+                    "train_steps, so a longer run differs from the first update on; extend only runs with "
+                    "lr_schedule: constant, or run this one from the start")
+    return None
 
 
 _REGISTRY: dict[str, type[RewardMethod]] = {}

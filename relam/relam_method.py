@@ -36,7 +36,8 @@ from filelock import FileLock
 from pydantic import Field
 
 from relam.cache import cache_dir, settings_hash
-from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
+from relam.methods import (MethodSettings, RewardMethod, RunContext, RunResult, ppo_extension_refused,
+                           register_method)
 from relam.offline import LabelledTrajectory
 from relam.reward import RewardSettings, label_trajectory
 
@@ -290,6 +291,9 @@ class ReLAM(RewardMethod):
         if input_sees_image(policy_input) and get_task(task).suite == ONLINE_SUITE:
             return f"{cls.version}+{cls.image_render_version}"
         return cls.version
+
+    #: online runs (train_ppo) with a constant learning rate continue a shorter run's checkpoint
+    extension_refused = staticmethod(ppo_extension_refused)
 
     def online(self, ctx: RunContext) -> RunResult:
         """Hierarchical PPO through the ReLAM wrapper (Meta-World rows)."""

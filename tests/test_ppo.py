@@ -492,3 +492,41 @@ def test_a_run_stopped_before_its_first_update_resumes_as_a_fresh_start(tmp_path
     params = [th.cat([p.detach().ravel() for p in HierarchicalPPO.load(d / "checkpoint.zip").policy.parameters()])
               for d in (tmp_path / "whole", tmp_path / "cut")]
     assert th.equal(*params)
+
+
+def test_an_extended_constant_rate_run_retraces_the_longer_uninterrupted_one(tmp_path):
+    """What `relam extend` relies on (relam.experiments.extend): a finished run's folder, trained on
+    to a larger total with a constant learning rate, ends with the parameters and training log of the
+    run that had the larger total from the start; only the shorter run's final evaluation (taken after
+    its last update, on the saved policy) differs from the longer run's evaluation at that step."""
+    import csv
+    import dataclasses
+    import shutil
+
+    settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=2, n_envs=2, point_hidden=(8,), net_arch=(8,))
+    kw = dict(eval_every=16, eval_episodes=2, seed=3, progress=False)
+
+    def params(folder):
+        return th.cat([p.detach().ravel() for p in HierarchicalPPO.load(folder / "checkpoint.zip").policy.parameters()])
+
+    def log(folder, name):
+        with open(folder / name) as f:
+            return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+    whole = train_ppo(_seeded_count_env, settings, tmp_path / "whole", total_steps=80, **kw)
+    train_ppo(_seeded_count_env, settings, tmp_path / "short", total_steps=32, **kw)
+    shutil.copytree(tmp_path / "short", tmp_path / "extended")
+    ext = train_ppo(_seeded_count_env, settings, tmp_path / "extended", total_steps=80, **kw)
+    assert th.equal(params(tmp_path / "extended"), params(tmp_path / "whole"))
+    assert log(tmp_path / "extended", "train.csv") == log(tmp_path / "whole", "train.csv")
+    evals = log(tmp_path / "extended", "eval.csv"), log(tmp_path / "whole", "eval.csv")
+    assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == ["0", "16", "32", "48", "64", "80"]
+    assert [a == b for a, b in zip(*evals)] == [True, True, False, True, True, True]
+    assert ext.curve[-1] == whole.curve[-1] and (ext.metrics["resumes"], ext.metrics["inexact_resumes"]) == (1, 0)
+    # with a learning rate annealed over the total it would not (the reason extend refuses it)
+    linear = dataclasses.replace(settings, lr_schedule="linear")
+    train_ppo(_seeded_count_env, linear, tmp_path / "lin_short", total_steps=32, **kw)
+    train_ppo(_seeded_count_env, linear, tmp_path / "lin_whole", total_steps=80, **kw)
+    shutil.copytree(tmp_path / "lin_short", tmp_path / "lin_ext")
+    train_ppo(_seeded_count_env, linear, tmp_path / "lin_ext", total_steps=80, **kw)
+    assert not th.equal(params(tmp_path / "lin_ext"), params(tmp_path / "lin_whole"))

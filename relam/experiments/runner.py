@@ -152,6 +152,9 @@ def _produce(run: Run, store: ResultStore, previous: dict[str, Any] | None, prog
         "attempts": int((previous or {}).get("attempts", 0)) + 1,
         "versions": package_versions(), "git_commit": git_commit(), "host": socket.gethostname(),
     }
+    seeded = store.extended_from(key)  # `relam extend` started it from a shorter run's checkpoint
+    if seeded is not None:
+        rec["extended_from"] = seeded
     t0 = time.perf_counter()
     try:
         method = get_method(run.method)

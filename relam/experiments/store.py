@@ -91,6 +91,10 @@ def machine_info() -> dict[str, Any]:
     return out
 
 
+#: the file in a run's work folder that names the shorter run it continues (relam.experiments.extend)
+EXTENDED_FROM = "extended_from.json"
+
+
 class ResultStore:
     """Run records on disk under ``root`` (default ``cache_dir()/results``)."""
 
@@ -107,6 +111,12 @@ class ResultStore:
         d = self.root / "work" / key
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+    def extended_from(self, key: str) -> dict[str, Any] | None:
+        """``{"key", "train_steps"}`` of the run whose work folder ``key``'s was seeded from (by
+        ``relam extend``), or None."""
+        path = self.root / "work" / key / EXTENDED_FROM
+        return read_json(path) if path.exists() else None
 
     def lock(self, key: str) -> FileLock:
         """The per-run lock; hold it while checking for and producing the record."""
