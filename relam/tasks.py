@@ -121,14 +121,15 @@ class TaskSpec:
         d = dataclasses.asdict(self)
         for name in _NOT_DEMO_FIELDS:
             d.pop(name)
-        for name, default in _LATE_DEFAULTS.items():
-            if d.get(name) == default:
+        defaults = _field_defaults()
+        for name in _LATE_FIELDS:
+            if d.get(name) == defaults[name]:
                 d.pop(name)
         return d
 
 
-#: optional fields added after demos were first cached, with their defaults (see TaskSpec.to_dict)
-_LATE_DEFAULTS: dict[str, Any] = {"show_goal": False, "post_success_steps": 0, "keyframe_max_step": None}
+#: optional fields added after demos were first cached: left out of TaskSpec.to_dict at their defaults
+_LATE_FIELDS = ("show_goal", "post_success_steps", "keyframe_max_step")
 #: fields that change what is computed from the demos, not the demos: never in :meth:`TaskSpec.to_dict`
 _NOT_DEMO_FIELDS = ("keypoint_rule", "object_points", "final_theta_s", "skip_ahead", "stage_term", "reach")
 
@@ -136,8 +137,13 @@ _NOT_DEMO_FIELDS = ("keypoint_rule", "object_points", "final_theta_s", "skip_ahe
 def run_only_fields(spec: TaskSpec) -> dict[str, Any]:
     """The entry's fields that shape a run but not its demos, where they differ from their defaults
     (so a run key changes with them, and a task without them keeps its keys)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TaskSpec)}
+    defaults = _field_defaults()
     return {name: getattr(spec, name) for name in _NOT_DEMO_FIELDS if getattr(spec, name) != defaults[name]}
+
+
+def _field_defaults() -> dict[str, Any]:
+    """Each TaskSpec field's default, written once on the field itself."""
+    return {f.name: f.default for f in dataclasses.fields(TaskSpec)}
 
 
 _FIELDS = {
