@@ -414,11 +414,23 @@ def _seeded_count_env(seed: int) -> gym.Env:
     return Seeded()
 
 
+def _params(folder):
+    """A saved run's policy parameters, flattened (to compare two runs' ends)."""
+    return th.cat([p.detach().ravel() for p in HierarchicalPPO.load(folder / "checkpoint.zip").policy.parameters()])
+
+
+def _log(folder, name):
+    """A run's train.csv / eval.csv rows without their wall times."""
+    import csv
+
+    with open(folder / name) as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
 def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, caplog):
     """Interrupted after an evaluation, with its environments in mid-episode, and resumed, a run
     ends with the parameters, curve and training log of the run that was not interrupted
     (relam.rl.resume); without the episode replay it does not, and says so."""
-    import csv
 
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -434,13 +446,6 @@ def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, cap
     settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=2, n_envs=2, point_hidden=(8,), net_arch=(8,),
                            lr_schedule="linear")
     kw = dict(total_steps=80, eval_every=16, eval_episodes=2, seed=3, progress=False)
-
-    def params(folder):
-        return th.cat([p.detach().ravel() for p in HierarchicalPPO.load(folder / "checkpoint.zip").policy.parameters()])
-
-    def log(folder, name):
-        with open(folder / name) as f:
-            return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
     whole = train_ppo(_seeded_count_env, settings, tmp_path / "whole", **kw)
     results = {}
@@ -458,14 +463,14 @@ def test_a_resumed_run_retraces_the_uninterrupted_one(tmp_path, monkeypatch, cap
         results[variant] = (train_ppo(_seeded_count_env, settings, cut, **kw), cut)
         assert ("leaves the uninterrupted one's path" in caplog.text) == (variant == "not replayed")
     res, cut = results["replayed"]
-    assert res.curve == whole.curve and th.equal(params(cut), params(tmp_path / "whole"))
+    assert res.curve == whole.curve and th.equal(_params(cut), _params(tmp_path / "whole"))
     # the records count the resumes, and the ones that left the path
     assert (whole.metrics["resumes"], res.metrics["resumes"], res.metrics["inexact_resumes"]) == (0, 1, 0)
     assert results["not replayed"][0].metrics["inexact_resumes"] == 1
-    assert log(cut, "train.csv") == log(tmp_path / "whole", "train.csv")
-    assert log(cut, "eval.csv") == log(tmp_path / "whole", "eval.csv")
+    assert _log(cut, "train.csv") == _log(tmp_path / "whole", "train.csv")
+    assert _log(cut, "eval.csv") == _log(tmp_path / "whole", "eval.csv")
     _, other = results["not replayed"]
-    assert not th.equal(params(other), params(tmp_path / "whole"))
+    assert not th.equal(_params(other), _params(tmp_path / "whole"))
 
 
 def test_a_run_stopped_before_its_first_update_resumes_as_a_fresh_start(tmp_path):
@@ -499,27 +504,19 @@ def test_an_extended_constant_rate_run_retraces_the_longer_uninterrupted_one(tmp
     to a larger total with a constant learning rate, ends with the parameters and training log of the
     run that had the larger total from the start; only the shorter run's final evaluation (taken after
     its last update, on the saved policy) differs from the longer run's evaluation at that step."""
-    import csv
     import dataclasses
     import shutil
 
     settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=2, n_envs=2, point_hidden=(8,), net_arch=(8,))
     kw = dict(eval_every=16, eval_episodes=2, seed=3, progress=False)
 
-    def params(folder):
-        return th.cat([p.detach().ravel() for p in HierarchicalPPO.load(folder / "checkpoint.zip").policy.parameters()])
-
-    def log(folder, name):
-        with open(folder / name) as f:
-            return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
-
     whole = train_ppo(_seeded_count_env, settings, tmp_path / "whole", total_steps=80, **kw)
     train_ppo(_seeded_count_env, settings, tmp_path / "short", total_steps=32, **kw)
     shutil.copytree(tmp_path / "short", tmp_path / "extended")
     ext = train_ppo(_seeded_count_env, settings, tmp_path / "extended", total_steps=80, **kw)
-    assert th.equal(params(tmp_path / "extended"), params(tmp_path / "whole"))
-    assert log(tmp_path / "extended", "train.csv") == log(tmp_path / "whole", "train.csv")
-    evals = log(tmp_path / "extended", "eval.csv"), log(tmp_path / "whole", "eval.csv")
+    assert th.equal(_params(tmp_path / "extended"), _params(tmp_path / "whole"))
+    assert _log(tmp_path / "extended", "train.csv") == _log(tmp_path / "whole", "train.csv")
+    evals = _log(tmp_path / "extended", "eval.csv"), _log(tmp_path / "whole", "eval.csv")
     assert [r["step"] for r in evals[0]] == [r["step"] for r in evals[1]] == ["0", "16", "32", "48", "64", "80"]
     assert [a == b for a, b in zip(*evals)] == [True, True, False, True, True, True]
     assert ext.curve[-1] == whole.curve[-1] and (ext.metrics["resumes"], ext.metrics["inexact_resumes"]) == (1, 0)
@@ -529,4 +526,4 @@ def test_an_extended_constant_rate_run_retraces_the_longer_uninterrupted_one(tmp
     train_ppo(_seeded_count_env, linear, tmp_path / "lin_whole", total_steps=80, **kw)
     shutil.copytree(tmp_path / "lin_short", tmp_path / "lin_ext")
     train_ppo(_seeded_count_env, linear, tmp_path / "lin_ext", total_steps=80, **kw)
-    assert not th.equal(params(tmp_path / "lin_ext"), params(tmp_path / "lin_whole"))
+    assert not th.equal(_params(tmp_path / "lin_ext"), _params(tmp_path / "lin_whole"))
