@@ -232,8 +232,8 @@ def cmd_extend(args: argparse.Namespace) -> int:
     _check_cache_writable()
     done = extend_runs(runs)
     for e in done:
-        print(f"{e.run.key}  {e.run.task:<22} {e.run.label:<20} seed {e.run.seed}: "
-              f"{'extends ' + e.donor + ' from step ' + str(e.donor_steps) if e.donor else 'not extended: ' + e.why}")
+        why = e.why if e.donor else f"not extended: {e.why}"
+        print(f"{e.run.key}  {e.run.task:<22} {e.run.label:<20} seed {e.run.seed}: {why}")
     n = sum(e.donor is not None for e in done)
     print(f"{n} of {len(done)} runs start from a shorter run's checkpoint"
           + (f"; continue them with `relam run {args.spec} --scale {args.scale}`" if n else ""))

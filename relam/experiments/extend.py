@@ -114,9 +114,12 @@ def extend_runs(runs: Iterable[Run], store: ResultStore | None = None) -> list[E
             steps = int(donor["budget"]["train_steps"])
             tmp = work.parent / f".{key}.extending-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(store.work_dir(donor["key"]), tmp)
-            atomic_write_json(tmp / EXTENDED_FROM, {"key": donor["key"], "train_steps": steps})
-            os.replace(tmp, work)  # onto the empty folder: the run sees all of the copy or none of it
+            try:
+                shutil.copytree(store.root / "work" / donor["key"], tmp)
+                atomic_write_json(tmp / EXTENDED_FROM, {"key": donor["key"], "train_steps": steps})
+                os.replace(tmp, work)  # onto the empty folder: the run sees all of the copy or none of it
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)  # left only when the copy failed
             done.append(Extension(run, donor["key"], steps, f"continues {donor['key']} from step {steps}"))
         finally:
             lock.release()
