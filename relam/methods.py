@@ -434,9 +434,10 @@ def list_methods() -> list[str]:
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
-def _resolve(name: str) -> type[RewardMethod] | None:
+def method_class(name: str) -> type[RewardMethod] | None:
     """The class registered as ``name``, importing the module its entry point names if needed;
-    None when that module does not exist (declared, not written yet)."""
+    None when that module does not exist (declared, not written yet). Raises ValueError (listing
+    the known names) for a name nothing declares."""
     _load_plugins()
     if name not in _REGISTRY:
         ep = _entry_points().get(name)
@@ -449,19 +450,19 @@ def _resolve(name: str) -> type[RewardMethod] | None:
 def settings_model(name: str) -> type[MethodSettings]:
     """The settings model a spec entry of method ``name`` is validated with (the bare
     :class:`MethodSettings`, no keys, for a declared method that is not written yet)."""
-    cls = _resolve(name)
+    cls = method_class(name)
     return cls.Settings if cls is not None else MethodSettings
 
 
 def policy_inputs(name: str) -> tuple[str, ...]:
     """The budget ``policy_input`` values method ``name`` can train with."""
-    cls = _resolve(name)
+    cls = method_class(name)
     return tuple(cls.policy_inputs if cls is not None else RewardMethod.policy_inputs)
 
 
 def is_implemented(name: str) -> bool:
     """True when ``name`` is registered (importing the module its entry point names if needed)."""
-    return _resolve(name) is not None
+    return method_class(name) is not None
 
 
 def get_method(name: str) -> RewardMethod:
@@ -470,7 +471,7 @@ def get_method(name: str) -> RewardMethod:
     Raises ValueError (listing the known names) for an unknown name and
     :class:`MethodNotImplementedError` for an entry point whose module does not exist (yet).
     """
-    cls = _resolve(name)
+    cls = method_class(name)
     if cls is None:
         raise MethodNotImplementedError(f"method {name!r} not implemented yet (expected "
                                         f"@register_method({name!r}) in module {_entry_points()[name].module})")

@@ -67,9 +67,9 @@ def _candidates(run: Run, store: ResultStore) -> list[dict[str, Any]]:
 
 def find_donor(run: Run, store: ResultStore) -> tuple[dict[str, Any] | None, str]:
     """The longest finished run that ``run`` may continue, or None and why not."""
-    from relam.methods import Budget, _resolve
+    from relam.methods import Budget, method_class
 
-    cls = _resolve(run.method)
+    cls = method_class(run.method)
     if cls is None:
         return None, f"method {run.method!r} is not registered"
     found = sorted(_candidates(run, store), key=lambda r: int(r["budget"]["train_steps"]))

@@ -98,11 +98,11 @@ class Run:
 def _method_version(name: str, task: str, budget: dict[str, Any]) -> str:
     """The method's version in a run key: its ``version``, or what its optional classmethod
     ``key_version(task, budget)`` returns (a change that makes only some of its runs stale)."""
-    from relam.methods import _REGISTRY, is_implemented
+    from relam.methods import method_class
 
-    if not is_implemented(name):
+    cls = method_class(name)
+    if cls is None:
         return "1"
-    cls = _REGISTRY[name]
     hook = getattr(cls, "key_version", None)
     return str(hook(task, budget)) if hook is not None else cls.version
 
