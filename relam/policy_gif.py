@@ -129,7 +129,7 @@ def find_policy_run(spec: Any, scale: str, task: str | None = None, label: str |
     if rec.get("status") != "ok":
         raise PolicyGifError(f"{spec.name} [{scale}] {task} / {label} / seed {seed} failed: {rec.get('error')}",
                              fix="run it again: " + _run_command(spec, scale, task, label, seed, "--retry-failed"))
-    ckpt = store.root / "work" / run.key / "checkpoint.zip"
+    ckpt = store.work_path(run.key) / "checkpoint.zip"
     if not ckpt.exists():
         raise PolicyGifError(
             f"{spec.name} [{scale}] {task} / {label} / seed {seed} has a finished record but no checkpoint "

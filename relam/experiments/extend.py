@@ -80,7 +80,7 @@ def find_donor(run: Run, store: ResultStore) -> tuple[dict[str, Any] | None, str
     refused = cls.extension_refused(run.task, Budget(**donor["budget"]), Budget(**run.budget))
     if refused:
         return None, refused
-    folder = store.root / "work" / donor["key"]
+    folder = store.work_path(donor["key"])
     if not folder.is_dir() or not any(folder.iterdir()):
         return None, f"the run {donor['key']} it would continue has no work folder left (no checkpoint)"
     return donor, "ok"
@@ -115,7 +115,7 @@ def extend_runs(runs: Iterable[Run], store: ResultStore | None = None) -> list[E
             tmp = work.parent / f".{key}.extending-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                shutil.copytree(store.root / "work" / donor["key"], tmp)
+                shutil.copytree(store.work_path(donor["key"]), tmp)
                 atomic_write_json(tmp / EXTENDED_FROM, {"key": donor["key"], "train_steps": steps})
                 os.replace(tmp, work)  # onto the empty folder: the run sees all of the copy or none of it
             finally:

@@ -107,15 +107,19 @@ class ResultStore:
     def lock_path(self, key: str) -> Path:
         return self.root / "locks" / f"{key}.lock"
 
+    def work_path(self, key: str) -> Path:
+        """Where run ``key``'s work folder lives (not created: for reading another run's folder)."""
+        return self.root / "work" / key
+
     def work_dir(self, key: str) -> Path:
-        d = self.root / "work" / key
+        d = self.work_path(key)
         d.mkdir(parents=True, exist_ok=True)
         return d
 
     def extended_from(self, key: str) -> dict[str, Any] | None:
         """``{"key", "train_steps"}`` of the run whose work folder ``key``'s was seeded from (by
         ``relam extend``), or None."""
-        path = self.root / "work" / key / EXTENDED_FROM
+        path = self.work_path(key) / EXTENDED_FROM
         return read_json(path) if path.exists() else None
 
     def lock(self, key: str) -> FileLock:
