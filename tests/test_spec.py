@@ -285,11 +285,15 @@ def test_table4_carries_the_papers_numbers():
     assert OrderingClaim in kinds and CloseClaim in kinds
 
 
-def test_figure_runs_are_shared_with_table4():
-    """Fig. 4 and the Meta-World rows of Table 4 have the same settings: the same run keys."""
-    t4 = {r.key for r in expand(load_spec("table4"), "quick")}
-    f4 = {r.key for r in expand(load_spec("fig4"), "quick")}
-    assert f4 <= t4
+@pytest.mark.parametrize("scale", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("name", ["fig4", "fig6c_images", "online_image"])
+def test_figure_runs_are_shared_with_table4(name, scale):
+    """Fig. 4, Fig. 6c's image rows and online_image repeat Table 4's Meta-World budget row by value
+    (four YAML files): every run of theirs is one of Table 4's (the same run key), so one `relam run`
+    makes it for all, and a row edited in one file but not the others fails here."""
+    t4 = {r.key for r in expand(load_spec("table4"), scale)}
+    runs = expand(load_spec(name), scale)
+    assert runs and [(r.label, r.task, r.seed) for r in runs if r.key not in t4] == []
 
 
 def test_table4_and_fig5_maniskill_quick_runs_are_offline_relam_runs():
