@@ -63,7 +63,8 @@ from baselines.is_reward import (ImageRewardSettings, ImageSubgoalLabeller, Imag
                                  ImageSubgoalWrapper, OracleSubgoalPlanner, _fingerprint, calibrate_threshold)
 from baselines.runs import IMAGE_POLICY_INPUTS
 from relam.cache import atomic_torch_save, atomic_write_json
-from relam.methods import MethodSettings, RewardMethod, RunContext, RunResult, register_method
+from relam.methods import (MethodSettings, RewardMethod, RunContext, RunResult, ppo_extension_refused,
+                           register_method)
 from relam.scales import ScaleTable
 from relam.wrappers import close_planner
 
@@ -288,6 +289,10 @@ class _ImageSubgoalMethod(RewardMethod):
     policy_inputs = IMAGE_POLICY_INPUTS  # learns from images alone (robot state: offline rows only)
     version = "1"
     ground_truth = False
+    #: online runs (train_ppo) with a constant learning rate continue a shorter run's checkpoint: the
+    #: reward (generator, embedding, threshold) is fixed before PPO starts, so the checkpoint holds
+    #: all that changes
+    extension_refused = staticmethod(ppo_extension_refused)
 
     def _ground_truth(self, ctx: RunContext) -> bool:
         return self.ground_truth or ctx.settings.subgoals == "ground_truth"  # type: ignore[attr-defined]

@@ -273,7 +273,7 @@ class RunContext:
         from relam.rl.ppo import PPOSettings
 
         b = self.budget
-        n = int(rollout) if rollout is not None else max(64, min(2000, b.train_steps))
+        n = int(rollout) if rollout is not None else ppo_rollout(b.train_steps)
         n = max(b.n_envs, n - n % b.n_envs)
         kw: dict[str, Any] = dict(n_steps=n, batch_size=min(b.ppo_batch_size, n), n_envs=b.n_envs,
                                   log_std_init=b.log_std_init, learning_rate=b.learning_rate,
@@ -356,11 +356,22 @@ class RewardMethod:
         raise NotImplementedError(f"{type(self).__name__} has no label()")
 
 
+#: appendix C's PPO rollout: environment steps between updates
+PPO_ROLLOUT = 2000
+
+
+def ppo_rollout(train_steps: int) -> int:
+    """The rollout of an online run of ``train_steps``: appendix C's 2000 steps, or the whole run when
+    it is shorter (smoke budgets), at least 64 (before rounding to ``n_envs``)."""
+    return max(64, min(PPO_ROLLOUT, train_steps))
+
+
 def ppo_extension_refused(task: str, shorter: "Budget", longer: "Budget") -> str | None:
     """:meth:`RewardMethod.extension_refused` for an online PPO run (:func:`relam.rl.ppo.train_ppo`):
     its checkpoint keeps the model, the reward scaling, the random streams and the environments'
     episodes, so the longer run passes through the shorter one's final state when nothing before
-    it depends on the total, i.e. with ``lr_schedule: constant``."""
+    it depends on the total: with ``lr_schedule: constant``, and with the same rollout length
+    (:func:`ppo_rollout`: a run shorter than one rollout collects fewer steps between updates)."""
     from relam.tasks import get_task
 
     if get_task(task).suite != ONLINE_SUITE:
@@ -370,6 +381,10 @@ def ppo_extension_refused(task: str, shorter: "Budget", longer: "Budget") -> str
             return (f"budget.lr_schedule of {name} is {b.lr_schedule!r}: the learning rate anneals to 0 over "
                     "train_steps, so a longer run differs from the first update on; extend only runs with "
                     "lr_schedule: constant, or run this one from the start")
+    if ppo_rollout(shorter.train_steps) != ppo_rollout(longer.train_steps):
+        return (f"the finished run's train_steps ({shorter.train_steps}) is under one {PPO_ROLLOUT}-step rollout, "
+                f"so its rollouts were {ppo_rollout(shorter.train_steps)} steps and this run's are "
+                f"{ppo_rollout(longer.train_steps)}: run this one from the start")
     return None
 
 

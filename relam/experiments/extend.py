@@ -9,7 +9,12 @@ with a constant learning rate it does (nothing before the last step depends on t
 measured on the toy env, an extended run ends with the parameters and training log of the
 uninterrupted longer run (``tests/test_ppo.py``); only the shorter run's last evaluation was
 taken one update later than the longer run takes it (it was the shorter run's final one, which
-scores the saved policy). With a learning rate annealed over ``train_steps`` it does not.
+scores the saved policy). With a learning rate annealed over ``train_steps`` it does not, nor
+when the shorter run was under one 2000-step rollout (smoke budgets: its updates came after fewer
+steps). IS and Oracle say it does too (their reward is fixed before PPO starts): an Oracle and an
+IS smoke run of 2000 steps continued to 4000 ended with the training log and the evaluations
+after 2000 of the uninterrupted 4000-step runs. DACfO and Diffusion Reward do not: their
+discriminator and RND learn online from state the PPO checkpoint does not hold.
 
 :func:`extend_runs` copies the donor's work folder into the empty work folder of each missing run
 (atomically, under the run's lock) and leaves a marker there
