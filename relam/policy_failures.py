@@ -4,7 +4,9 @@
 online run left (the cell is found as ``relam gif`` finds it: :func:`relam.policy_gif.find_policy_run`)
 and plays the run's own evaluation episodes (:func:`relam.rl.evaluation.eval_seeds`, the mean
 action) in the run's own environment (:func:`relam.relam_method.online_env`: points-only runs
-render nothing after reset). Each episode gets one verdict:
+render nothing after reset), batched over as many envs as the run's evaluations used, so that
+``--episodes`` equal to the run's ``eval_episodes`` gives the episodes of its final evaluation.
+Each episode gets one verdict:
 
 - ``success`` -- the simulator reported success;
 - ``plan met, no success`` -- every subgoal was met and the task was not done: the reward's "done"
@@ -33,8 +35,8 @@ import numpy as np
 
 from relam.cache import atomic_write_bytes
 
-__all__ = ["VERDICTS", "EpisodeVerdict", "default_failures_path", "diagnose_run", "policy_failures", "replay",
-           "verdict_counts"]
+__all__ = ["VERDICTS", "EpisodeVerdict", "EpisodeVerdicts", "default_failures_path", "diagnose_run",
+           "policy_failures", "verdict_counts"]
 
 #: the verdicts, in the order the summary lists them
 VERDICTS = ("success", "plan met, no success", "stopped, object behind", "stopped, arm off")
@@ -116,53 +118,68 @@ def _point_names(wrapper: Any, spec: Any) -> tuple[list[str], list[int]]:
     return out, [i for i, b in enumerate(out) if b in obj] or [0]
 
 
-def replay(model: Any, env: Any, seed: int, spec: Any) -> EpisodeVerdict:
-    """Play one evaluation episode from ``reset(seed=seed)`` with the mean action and read its end."""
-    w = _relam_wrapper(env)
-    obs, info = env.reset(seed=int(seed))
-    points, obj = _point_names(w, spec)
-    tracker = w.reward_fn.tracker
-    last = tracker.subgoals[-1]
-    closest = float(np.linalg.norm(w.keypoints_ - last, axis=-1).max())
-    success_step, length = None, 0
-    while True:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, _, terminated, truncated, info = env.step(action)
-        length += 1
-        closest = min(closest, float(np.linalg.norm(w.keypoints_ - last, axis=-1).max()))
-        if success_step is None and info.get("success"):
-            success_step = length
-        if terminated or truncated:
-            break
-    index = min(tracker.stage, tracker.n_subgoals - 1)
-    missed = getattr(w.planner, "expert_missed", None)
-    return EpisodeVerdict(
-        seed=int(seed), success=success_step is not None, success_step=success_step, met=int(tracker.stage),
-        n_subgoals=int(tracker.n_subgoals), expert_missed=None if missed is None else bool(missed(spec.name, seed)),
-        closest_last_px=closest, theta_px=tracker.threshold(index),
-        end_px=[float(d) for d in np.linalg.norm(w.keypoints_ - tracker.target, axis=-1)],
-        points=points, object_points=obj, length=length)
+class EpisodeVerdicts:
+    """An :data:`relam.rl.evaluation.Observer` that gives each episode it sees an :class:`EpisodeVerdict`
+    (``verdicts``, by episode seed): the closest the farthest keypoint came to the last subgoal, the
+    first step of success, and where the episode ended."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.verdicts: dict[int, EpisodeVerdict] = {}
+        self._open: dict[int, dict[str, Any]] = {}
+
+    def __call__(self, env: Any, seed: int, steps: int, info: dict, done: bool) -> None:
+        w = _relam_wrapper(env)
+        tracker = w.reward_fn.tracker
+        to_last = float(np.linalg.norm(w.keypoints_ - tracker.subgoals[-1], axis=-1).max())
+        if steps == 0:
+            self._open[seed] = {"closest": to_last, "success_step": None}
+            return
+        ep = self._open[seed]
+        ep["closest"] = min(ep["closest"], to_last)
+        if ep["success_step"] is None and info.get("success"):
+            ep["success_step"] = steps
+        if not done:
+            return
+        del self._open[seed]
+        points, obj = _point_names(w, self.spec)
+        index = min(tracker.stage, tracker.n_subgoals - 1)
+        missed = getattr(w.planner, "expert_missed", None)
+        self.verdicts[seed] = EpisodeVerdict(
+            seed=int(seed), success=ep["success_step"] is not None, success_step=ep["success_step"],
+            met=int(tracker.stage), n_subgoals=int(tracker.n_subgoals),
+            expert_missed=None if missed is None else bool(missed(self.spec.name, seed)),
+            closest_last_px=ep["closest"], theta_px=tracker.threshold(index),
+            end_px=[float(d) for d in np.linalg.norm(w.keypoints_ - tracker.target, axis=-1)],
+            points=points, object_points=obj, length=int(steps))
 
 
 def diagnose_run(run: Any, ckpt: str | Path, episodes: int) -> list[EpisodeVerdict]:
-    """Replay ``episodes`` evaluation episodes of ``run``'s checkpoint in the run's environment."""
+    """Play ``episodes`` evaluation episodes of ``run``'s checkpoint as its evaluations did (the mean
+    action, on as many of the run's environments at once, :func:`relam.rl.evaluation.eval_env_count`)
+    and give each a verdict. With ``episodes`` the run's ``eval_episodes`` these are the episodes of
+    its final evaluation."""
     from relam.policy_gif import PolicyGifError, load_policy, run_context
     from relam.relam_method import make_planner, online_env
-    from relam.rl.evaluation import eval_seeds
+    from relam.rl.evaluation import eval_env_count, eval_seeds, evaluate_success
 
     if int(episodes) < 1:
         raise PolicyGifError(f"--episodes {episodes}: must be >= 1")
     ctx = run_context(run, Path(ckpt).parent)
     model = load_policy(ckpt)
-    env = online_env(ctx, make_planner(ctx))
+    envs = [online_env(ctx, make_planner(ctx)) for _ in range(eval_env_count(ctx.ppo_settings().n_envs, episodes))]
     try:
-        missing = set(model.observation_space.spaces) ^ set(env.observation_space.spaces)
+        missing = set(model.observation_space.spaces) ^ set(envs[0].observation_space.spaces)
         if missing:
             raise PolicyGifError(f"the checkpoint {ckpt} observes {sorted(model.observation_space.spaces)} but "
-                                 f"the run's environment gives {sorted(env.observation_space.spaces)}")
-        return [replay(model, env, s, ctx.task_spec()) for s in eval_seeds(int(episodes))]
+                                 f"the run's environment gives {sorted(envs[0].observation_space.spaces)}")
+        seeds = eval_seeds(int(episodes))
+        verdicts = EpisodeVerdicts(ctx.task_spec())
+        evaluate_success(model, envs, seeds, deterministic=True, observe=verdicts)
+        return [verdicts.verdicts[s] for s in seeds]
     finally:
-        env.close()
+        for env in envs:
+            env.close()
 
 
 def verdict_counts(eps: list[EpisodeVerdict]) -> dict[str, int]:

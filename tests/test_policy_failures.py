@@ -74,31 +74,39 @@ def spec(tmp_path, monkeypatch):
 
 def test_failures_of_a_trained_run_replay_its_evaluation_and_name_the_points(spec, capsys):
     from relam.relam_method import make_planner, online_env
-    from relam.rl.evaluation import eval_seeds, run_episode
+    from relam.rl.evaluation import eval_env_count, eval_seeds, evaluate_success
 
     assert cli.main(["failures", str(spec.path), "--episodes", "2"]) == 2  # no run yet: a usage error
     assert "relam run failspec" in capsys.readouterr().err
     summary = run_spec(spec, "smoke", progress=False)
     assert all(r["status"] == "ok" for r in summary.records.values()), summary.failed()
-    assert cli.main(["failures", str(spec.path), "--episodes", "2"]) == 0
+    assert cli.main(["failures", str(spec.path), "--episodes", "3"]) == 0
     out = capsys.readouterr().out
-    run, _, ckpt = find_policy_run(spec, "smoke")
+    run, record, ckpt = find_policy_run(spec, "smoke")
     path = default_failures_path(spec, "smoke", run.task, run.label, run.seed)
     assert f"written: {path}" in out and path.name.endswith(".failures.csv")
     rows = list(csv.DictReader(path.open()))
-    assert [int(r["seed"]) for r in rows] == eval_seeds(2)
+    assert [int(r["seed"]) for r in rows] == eval_seeds(3)
     assert sum(int(line.rsplit(": ", 1)[1]) for line in out.splitlines() if line.startswith("  ")
-               and line.strip().split(":")[0] in VERDICTS) == 2
-    # the episodes are those of the run's own environment: success, length and stage agree
+               and line.strip().split(":")[0] in VERDICTS) == 3
+    # the episodes are those of the run's evaluations: played as they were, batched over n_envs = 2
+    # envs (the batch is part of an episode: float rounding), success, length and stage agree
     model = load_policy(ckpt)
     ctx = run_context(run, ckpt.parent)
-    env = online_env(ctx, make_planner(ctx))
+    envs = [online_env(ctx, make_planner(ctx)) for _ in range(eval_env_count(2, 3))]
     try:
-        for r in rows:
-            ok, _, n, stage = run_episode(lambda o: model.predict(o, deterministic=True)[0], env, int(r["seed"]))
-            assert (ok, n, stage) == (r["success"] == "True", int(r["length"]), int(r["met"]))
+        res = evaluate_success(model, envs, eval_seeds(3))
+        assert len(envs) == 2
+        assert [(r["success"] == "True", int(r["length"]), int(r["met"])) for r in rows] == list(
+            zip(res.successes, res.lengths, res.stages))
     finally:
-        env.close()
+        for env in envs:
+            env.close()
+    # with the run's eval_episodes, the episodes of its final evaluation
+    assert cli.main(["failures", str(spec.path), "--episodes", "1"]) == 0
+    capsys.readouterr()
+    one = list(csv.DictReader(path.open()))
+    assert float(one[0]["success"] == "True") == record["success"]
     for r in rows:
         points = r["points"].split()
         assert len(points) == 4 and points[0] == "drawer_link"  # the object's point first, then the arm's

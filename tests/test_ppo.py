@@ -247,12 +247,24 @@ def test_batched_evaluation_plays_the_same_episodes_as_the_sequential_one():
     settings = PPOSettings(n_steps=16, batch_size=8, n_epochs=1, reward_scaling=False)
     model = make_ppo(make_vec_env(lambda s: SeedEnv(), 0, settings), settings, seed=3)
     seeds = eval_seeds(7)
-    one = evaluate_success(model, SeedEnv(), seeds)
-    many = evaluate_success(model, [SeedEnv() for _ in range(3)], seeds)
+    seen: dict[str, dict[int, list]] = {"one": {}, "many": {}}
+
+    def observer(name):
+        def observe(env, seed, steps, info, done):
+            assert isinstance(env, SeedEnv) and env.t == steps
+            seen[name].setdefault(seed, []).append((steps, info.get("stage"), done))
+        return observe
+
+    one = evaluate_success(model, SeedEnv(), seeds, observe=observer("one"))
+    many = evaluate_success(model, [SeedEnv() for _ in range(3)], seeds, observe=observer("many"))
     assert many.seeds == one.seeds and many.lengths == one.lengths and many.stages == one.stages
     assert many.successes == one.successes
     np.testing.assert_allclose(many.returns, one.returns, rtol=1e-5)
     assert one.lengths == [3 + s % 5 for s in seeds]
+    # the observer sees each episode's reset and every step, the last one marked done, either way
+    assert seen["one"] == seen["many"] and sorted(seen["one"]) == seeds
+    for s, n in zip(seeds, one.lengths):
+        assert seen["one"][s] == [(0, 0, False)] + [(t, t, t == n) for t in range(1, n + 1)]
 
 
 def test_a_damaged_checkpoint_is_quarantined_and_the_run_starts_over(tmp_path, caplog):

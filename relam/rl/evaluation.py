@@ -32,6 +32,8 @@ __all__ = [
     "EVAL_SEED_BASE",
     "eval_seeds",
     "EvalResult",
+    "Observer",
+    "eval_env_count",
     "run_episode",
     "evaluate_success",
     "curve_to_csv",
@@ -45,6 +47,19 @@ def eval_seeds(n: int, base: int = EVAL_SEED_BASE) -> list[int]:
     if int(n) < 1:
         raise ValueError(f"eval_seeds: n={n} must be >= 1 (episodes per evaluation)")
     return [int(base) + i for i in range(int(n))]
+
+
+#: ``observe(env, seed, steps, info, done)``: called on the env that plays an episode after its reset
+#: (``steps`` 0, the reset's ``info``) and after each of its steps (``done`` on the last). It is how
+#: ``relam failures`` reads its verdicts from the very episodes an evaluation plays: the batch an
+#: observation is predicted in is part of the episode (float rounding of the CNN's batched forward pass
+#: decided one of 10 button-press-wall episodes, session 36), so a replay on its own env may differ.
+Observer = Callable[[Any, int, int, dict, bool], None]
+
+
+def eval_env_count(n_envs: int, episodes: int) -> int:
+    """How many envs an evaluation of ``episodes`` episodes plays on at once during training."""
+    return max(1, min(int(n_envs), int(episodes)))
 
 
 @dataclass
@@ -83,9 +98,12 @@ def _actor(policy: Any, deterministic: bool) -> Callable[[Any], np.ndarray]:
     raise TypeError("evaluate_success: policy must have predict(obs, deterministic=) or be callable obs -> action")
 
 
-def run_episode(act: Callable[[Any], np.ndarray], env: Any, seed: int, max_steps: int | None = None) -> tuple[bool, float, int, int]:
+def run_episode(act: Callable[[Any], np.ndarray], env: Any, seed: int, max_steps: int | None = None,
+                observe: Observer | None = None) -> tuple[bool, float, int, int]:
     """Run one episode from ``reset(seed=seed)``; returns (success at any step, return, length, max stage)."""
     obs, info = env.reset(seed=int(seed))
+    if observe is not None:
+        observe(env, int(seed), 0, info, False)
     success = bool(info.get("success", False))
     ret, n, stage = 0.0, 0, int(info.get("stage", 0))
     while True:
@@ -94,7 +112,10 @@ def run_episode(act: Callable[[Any], np.ndarray], env: Any, seed: int, max_steps
         n += 1
         success = success or bool(info.get("success", False))
         stage = max(stage, int(info.get("stage", 0)))
-        if terminated or truncated or (max_steps is not None and n >= max_steps):
+        done = bool(terminated or truncated or (max_steps is not None and n >= max_steps))
+        if observe is not None:
+            observe(env, int(seed), n, info, done)
+        if done:
             return success, ret, n, stage
 
 
@@ -104,26 +125,28 @@ def evaluate_success(
     seeds: Sequence[int],
     deterministic: bool = True,
     max_steps: int | None = None,
+    observe: Observer | None = None,
 ) -> EvalResult:
     """Success rate of ``policy`` on the seeded episodes ``seeds`` of ``env``.
 
     ``policy`` is an SB3 model (``predict``) or a callable ``obs -> action``.  ``env`` must honour
     ``reset(seed=s)`` (TaskEnv and ReLAMWrapper do) so that an episode is a function of its seed.
     ``env`` may be a list of such envs: an SB3 model then plays the episodes on all of them at once
-    with batched predictions (:func:`_evaluate_batched`).
+    with batched predictions (:func:`_evaluate_batched`). ``observe`` (:data:`Observer`) sees every
+    reset and step.
     """
     envs = list(env) if isinstance(env, (list, tuple)) else [env]
     if len(envs) > 1 and hasattr(policy, "predict"):
-        return _evaluate_batched(policy, envs, seeds, deterministic, max_steps)
+        return _evaluate_batched(policy, envs, seeds, deterministic, max_steps, observe)
     act = _actor(policy, deterministic)
     res = EvalResult([], [], [], [], [])
     for s in seeds:
-        res.add(s, run_episode(act, envs[0], int(s), max_steps))
+        res.add(s, run_episode(act, envs[0], int(s), max_steps, observe))
     return res
 
 
 def _evaluate_batched(policy: Any, envs: Sequence[Any], seeds: Sequence[int], deterministic: bool,
-                      max_steps: int | None) -> EvalResult:
+                      max_steps: int | None, observe: Observer | None = None) -> EvalResult:
     """The episodes of :func:`evaluate_success` spread over several envs stepped in lockstep, one
     batched ``policy.predict`` a step: an evaluation costs about one policy call per step of its
     longest episodes instead of one per step of every episode. Each episode is still a function of
@@ -139,6 +162,8 @@ def _evaluate_batched(policy: Any, envs: Sequence[Any], seeds: Sequence[int], de
             return
         seed = pending.pop()
         obs, info = envs[i].reset(seed=seed)
+        if observe is not None:
+            observe(envs[i], seed, 0, info, False)
         slots[i] = {"seed": seed, "obs": obs, "ok": bool(info.get("success", False)), "ret": 0.0, "n": 0,
                     "stage": int(info.get("stage", 0))}
 
@@ -158,7 +183,10 @@ def _evaluate_batched(policy: Any, envs: Sequence[Any], seeds: Sequence[int], de
             slot["obs"], slot["ret"], slot["n"] = obs, slot["ret"] + float(r), slot["n"] + 1
             slot["ok"] = slot["ok"] or bool(info.get("success", False))
             slot["stage"] = max(slot["stage"], int(info.get("stage", 0)))
-            if terminated or truncated or (max_steps is not None and slot["n"] >= max_steps):
+            done = bool(terminated or truncated or (max_steps is not None and slot["n"] >= max_steps))
+            if observe is not None:
+                observe(envs[i], slot["seed"], slot["n"], info, done)
+            if done:
                 outcomes[slot["seed"]] = (slot["ok"], slot["ret"], slot["n"], slot["stage"])
                 start(i)
     res = EvalResult([], [], [], [], [])

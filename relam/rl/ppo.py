@@ -535,7 +535,7 @@ def train_ppo(
     """
     from relam.cache import atomic_write_bytes
     from relam.results import RunResult
-    from relam.rl.evaluation import SuccessEvalCallback, curve_to_csv, eval_seeds, plot_curve
+    from relam.rl.evaluation import SuccessEvalCallback, curve_to_csv, eval_env_count, eval_seeds, plot_curve
     from relam.tblog import log_scalars, tensorboard_logger
 
     if int(total_steps) < 1 or int(eval_every) < 1 or int(eval_episodes) < 1:
@@ -547,7 +547,7 @@ def train_ppo(
     t0 = time.time()
     venv = make_vec_env(env_fn, seed, settings)
     # evaluation episodes are played on up to n_envs envs at once (batched predictions)
-    eval_envs = [(eval_env_fn or env_fn)(seed + 1 + i) for i in range(min(settings.n_envs, int(eval_episodes)))]
+    eval_envs = [(eval_env_fn or env_fn)(seed + 1 + i) for i in range(eval_env_count(settings.n_envs, eval_episodes))]
     state, model = load_checkpoint(
         out, lambda ckpt: HierarchicalPPO.load(ckpt, env=venv, device=resolve_device(settings.device)))
     if state is not None:
