@@ -5,7 +5,10 @@ the PPO checkpoint the run left in its work folder (``<cache>/results/work/<key>
 the policy after the run's last evaluation), and plays evaluation episodes -- the same seeded
 episodes as the run's own evaluation (:func:`relam.rl.evaluation.eval_seeds`), the policy acting
 deterministically -- in the run's environment, built with rendering on (a points-only run renders
-nothing after reset while it trains). Each frame shows the current keypoints, the subgoals the
+nothing after reset while it trains). The episodes are played one at a time; the run's evaluations
+batched them over several envs, and where float rounding of the batched prediction decides an
+episode (one of 10 on a button image run) its GIF may end otherwise (``relam failures`` plays them
+batched). Each frame shows the current keypoints, the subgoals the
 planner gave for the episode and the current target among them, the stage and success
 (:func:`relam.overlay.draw_policy_frame`).
 
