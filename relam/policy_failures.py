@@ -129,19 +129,19 @@ class EpisodeVerdicts:
         self._open: dict[int, dict[str, Any]] = {}
 
     def __call__(self, env: Any, seed: int, steps: int, info: dict, done: bool) -> None:
-        w = _relam_wrapper(env)
-        tracker = w.reward_fn.tracker
-        to_last = float(np.linalg.norm(w.keypoints_ - tracker.subgoals[-1], axis=-1).max())
-        if steps == 0:
-            self._open[seed] = {"closest": to_last, "success_step": None}
-            return
+        if steps == 0:  # the episode's wrapper and last subgoal, found once
+            w = _relam_wrapper(env)
+            self._open[seed] = {"wrapper": w, "last": w.reward_fn.tracker.subgoals[-1], "closest": np.inf,
+                                "success_step": None}
         ep = self._open[seed]
-        ep["closest"] = min(ep["closest"], to_last)
-        if ep["success_step"] is None and info.get("success"):
+        w = ep["wrapper"]
+        ep["closest"] = min(ep["closest"], float(np.linalg.norm(w.keypoints_ - ep["last"], axis=-1).max()))
+        if steps and ep["success_step"] is None and info.get("success"):
             ep["success_step"] = steps
         if not done:
             return
         del self._open[seed]
+        tracker = w.reward_fn.tracker
         points, obj = _point_names(w, self.spec)
         index = min(tracker.stage, tracker.n_subgoals - 1)
         missed = getattr(w.planner, "expert_missed", None)
