@@ -27,7 +27,6 @@ from the cache they left.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
@@ -84,15 +83,15 @@ def _finite(x: float) -> float | None:
 
 def measure(task: str, seed: int, episodes: int, scale: str = "quick") -> list[dict]:
     """The base and the refined policy of one refine cell, each summarised on ``episodes`` starts."""
-    from baselines.vlm_reward import HeldModelReward, PolicyImage, VLMRewardSettings, bc_demos
+    from baselines.vlm_reward import HeldModelReward, PolicyImage, bc_demos
     from baselines.vlm_training import _bc_policy_state, _make_refine_ppo, _ppo_settings, make_reward_model
     from relam.experiments import load_spec
     from relam.experiments.runner import expand
     from relam.experiments.store import ResultStore
-    from relam.policy_gif import load_policy
+    from relam.policy_gif import load_policy, run_context
     from relam.rl.evaluation import eval_seeds
     from relam.rl.ppo import make_vec_env
-    from relam.tasks import get_task, make_env
+    from relam.tasks import make_env
 
     spec = load_spec("refine")
     refined_label = [m.label for m in spec.methods if m.settings.get("refine_iterations", None) != 0][0]
@@ -102,11 +101,8 @@ def measure(task: str, seed: int, episodes: int, scale: str = "quick") -> list[d
     if store.get(run.key) is None or not ckpt.exists():
         raise SystemExit(f"{task} seed {seed}: no finished refined run with a checkpoint ({run.key}); "
                          f"make it with: relam run refine --scale {scale} --tasks {task} --seeds {seed}")
-    budget = spec.budget(task, scale)
-    settings = VLMRewardSettings(**run.settings)
-    tspec = get_task(task)
-    if budget.horizon is not None:
-        tspec = dataclasses.replace(tspec, horizon=budget.horizon)
+    ctx = run_context(run, store.work_path(run.key))  # the run's settings, budget and task entry
+    settings, budget, tspec = ctx.settings, ctx.budget, ctx.task_spec()
     reward_model = make_reward_model(settings, task, budget.n_demos, scale)
     env = PolicyImage(HeldModelReward(make_env(tspec), reward_model, settings.query_every))
     ppo = _ppo_settings(budget)
