@@ -213,10 +213,11 @@ def _runs(spec: str, scale: str = "quick") -> list:
 #: drawer-open-v3's with its camera's fovy 30, session 12: new values pinned, same checks; Table 4's
 #: PushCube row with its quick budget, now offline_relam's, session 22: the key of offline_relam's
 #: anticipated seed-0 run, recorded in session 20, before this test pinned it; Table 4's drawer row
-#: with its quick budget of session 34, the image probe's 1M row: its run is the probe's seed-0 run)
+#: with its quick budget of session 34, the image probe's 1M row: its run is the probe's seed-0 run;
+#: the same row with its rate annealed, session 40: the annealed probe's seed-0 run, 2dc744cc11036d81)
 POINTS_KEYS = {("drawer-open-v3", "ReLAM (ground truth)", 0): "e4b24286a289cb29",
                ("drawer-open-v3", "ReLAM (anticipated)", 0): "98df101940281344"}
-IMAGE_KEYS_BEFORE = {"drawer-open-v3": "549d9b27a0185129", "PushCube-v1": "fcbddebff4686ce5"}
+IMAGE_KEYS_BEFORE = {"drawer-open-v3": "7004e68140ef44cd", "PushCube-v1": "fcbddebff4686ce5"}
 
 
 def test_points_only_run_keys_unchanged():
