@@ -14,6 +14,7 @@ import numpy as np
 from baselines.embedding import ImageEmbedding, cosine_similarity
 from baselines.is_generator import SubgoalImageModel
 from relam.cache import torch_bytes
+from relam.demos import PoseRecorder
 from relam.perception.images import resize_images
 from relam.reward import RewardSettings, StepOutcome, stage_reward
 from relam.wrappers import SeededEpisodes
@@ -50,6 +51,19 @@ class ImageSubgoalPlanner:
         return list(imgs)
 
 
+class _StateRecorder(PoseRecorder):
+    """The lean keypoint record (:class:`relam.demos.PoseRecorder`) plus the simulator state of
+    every frame (``MetaWorldEnv.physics_state``), from which chosen frames are rendered afterwards."""
+
+    def start(self, env: Any) -> None:
+        self.states: list[np.ndarray] = []
+        super().start(env)
+
+    def _poses(self) -> None:  # called once per frame, frame 0 included
+        super()._poses()
+        self.states.append(self.env.physics_state())
+
+
 class OracleSubgoalPlanner:
     """Oracle high level: the true keyframe images of an expert rollout from the same start.
 
@@ -58,25 +72,44 @@ class OracleSubgoalPlanner:
     (the same keypoint tracks and Eq. 2 selection as the subgoal dataset). Plans are memoised per
     (task, seed). ``rollout(task, seed) -> Demo`` and ``keyframes(demo) -> (S,H,W,3)`` can be
     injected (tests).
+
+    Lean Meta-World path (``lean=True``, the default rollout and keyframes, sim segmenter and
+    tracker): the expert is replayed without rendering its frames (:class:`_StateRecorder`: what
+    the keypoints read, as ``relam.wrappers.GroundTruthSubgoals`` does, plus the simulator state of
+    every step) and only the keyframes are rendered afterwards (``MetaWorldEnv.frame_of``). Why: a
+    plan is made at every training reset, and rendering and segmenting each of the expert's ~100
+    frames took about a third of an Oracle run's time (py-spy, drawer-open-v3, session 41). The
+    images are the full path's bit for bit (``tests/test_image_subgoal.py``).
     """
 
     def __init__(self, keypoint_settings: Any = None, output_size: int = 64,
                  rollout: Callable[[str, int], Any] | None = None,
-                 keyframes: Callable[[Any], np.ndarray] | None = None):
+                 keyframes: Callable[[Any], np.ndarray] | None = None, lean: bool = True):
         self.keypoint_settings = keypoint_settings
         self.output_size = int(output_size)
         self._rollout = rollout or self._expert_rollout
         self._keyframes = keyframes or self._true_keyframes
+        sim_perception = all(getattr(keypoint_settings, k, "sim") == "sim" for k in ("tracker", "segmenter"))
+        self._lean = bool(lean) and rollout is None and keyframes is None and sim_perception
         self._envs: dict[str, Any] = {}
         self._memo: dict[tuple[str, int], list[np.ndarray]] = {}
 
-    def _expert_rollout(self, task: str, seed: int) -> Any:
-        from relam.demos import rollout_expert
+    def _is_lean(self, task: str) -> bool:
+        from relam.tasks import get_task
+
+        return self._lean and get_task(task).suite == "metaworld"
+
+    def _env(self, task: str, seed: int) -> Any:
         from relam.tasks import make_env
 
-        if task not in self._envs:
-            self._envs[task] = make_env(task, seed=seed)
-        demo = rollout_expert(self._envs[task], int(seed))
+        if task not in self._envs:  # the lean path renders its keyframes only (frame_of)
+            self._envs[task] = make_env(task, seed=seed, render=not self._is_lean(task))
+        return self._envs[task]
+
+    def _expert_rollout(self, task: str, seed: int, recorder: Any = None) -> Any:
+        from relam.demos import rollout_expert
+
+        demo = rollout_expert(self._env(task, seed), int(seed), recorder=recorder)
         if demo is None:
             raise RuntimeError(f"OracleSubgoalPlanner: the expert found no plan on task {task} seed {seed}; "
                                "no ground-truth subgoal images for this episode")
@@ -91,6 +124,16 @@ class OracleSubgoalPlanner:
         seq, _ = subgoal_sequence(demo, self.keypoint_settings or KeypointSettings())
         return np.asarray(seq.keyframe_images)
 
+    def _lean_keyframes(self, task: str, seed: int) -> np.ndarray:
+        from relam.keypoints import KeypointSettings
+        from relam.subgoals import subgoal_sequence
+
+        rec = _StateRecorder()
+        demo = self._expert_rollout(task, seed, recorder=rec)
+        env = self._envs[task]
+        seq, _ = subgoal_sequence(demo, self.keypoint_settings or KeypointSettings(), spec=env.task)
+        return np.stack([env.frame_of(rec.states[k]) for k in seq.keyframe_steps])
+
     def keyframes_of(self, demo: Any) -> list[np.ndarray]:
         """The ground-truth subgoal images of a recorded expert trajectory (its own keyframes),
         at ``output_size``: what :meth:`plan` returns for that trajectory's seed."""
@@ -103,7 +146,10 @@ class OracleSubgoalPlanner:
                              "to replay the same initial state with the expert")
         key = (str(task), int(seed))
         if key not in self._memo:
-            self._memo[key] = self.keyframes_of(self._rollout(str(task), int(seed)))
+            if self._is_lean(str(task)):
+                self._memo[key] = list(resize_images(self._lean_keyframes(str(task), int(seed)), self.output_size))
+            else:
+                self._memo[key] = self.keyframes_of(self._rollout(str(task), int(seed)))
         return [im.copy() for im in self._memo[key]]
 
     def close(self) -> None:

@@ -533,6 +533,36 @@ class MetaWorldEnv(TaskEnv):
         r.update_scene(self.sim.data, camera=self._cam)
         return r.render().copy()
 
+    def physics_state(self) -> np.ndarray:
+        """The simulator's state now (MuJoCo's ``mjSTATE_INTEGRATION``: positions, velocities, mocap
+        targets, controls, warm start), a float64 vector for :meth:`frame_of`."""
+        mj, m, d = self._mj, self.sim.model, self.sim.data
+        out = np.empty(mj.mj_stateSize(m, mj.mjtState.mjSTATE_INTEGRATION))
+        mj.mj_getState(m, d, out, mj.mjtState.mjSTATE_INTEGRATION)
+        return out
+
+    def frame_of(self, state: np.ndarray) -> np.ndarray:
+        """The RGB frame (at ``image_size``) of a :meth:`physics_state` taken earlier in this episode.
+
+        Why: a rollout that renders nothing can still show chosen steps afterwards (the Oracle's
+        keyframes). The state is set and its kinematics recomputed with ``mj_forward``, which is how
+        Meta-World's ``step`` and this env's ``reset`` end, so the frame equals the one :meth:`step`
+        rendered at that state bit for bit (``tests/test_image_subgoal.py``); the env's own state
+        is put back afterwards (set twice: ``mj_forward`` rewrites the solver's warm start in its
+        last bits, and the next ``step`` starts from it). Within one episode only: the object
+        placement lives in the model.
+        """
+        mj, m, d = self._mj, self.sim.model, self.sim.data
+        now = self.physics_state()
+        try:
+            mj.mj_setState(m, d, np.asarray(state, np.float64), mj.mjtState.mjSTATE_INTEGRATION)
+            mj.mj_forward(m, d)
+            return self._render_rgb()
+        finally:
+            mj.mj_setState(m, d, now, mj.mjtState.mjSTATE_INTEGRATION)
+            mj.mj_forward(m, d)
+            mj.mj_setState(m, d, now, mj.mjtState.mjSTATE_INTEGRATION)
+
     def depth(self) -> np.ndarray:
         return self._render_pass("depth").astype(np.float32)
 

@@ -286,6 +286,41 @@ def test_oracle_replays_the_expert_from_the_same_start(drawer_demos):
     assert pixel_error(np.stack(plan), seq.keyframe_images) < 1.0
 
 
+@pytest.mark.slow
+def test_oracle_lean_keyframes_equal_the_rendered_rollout():
+    """The lean Meta-World path (nothing rendered during the expert's replay, the keyframes rendered
+    afterwards from recorded simulator states) gives the full path's images bit for bit, and
+    ``frame_of`` leaves the env where it was."""
+    task = "drawer-open-v3"
+    full, lean = OracleSubgoalPlanner(lean=False, output_size=128), OracleSubgoalPlanner(output_size=128)
+    try:
+        for seed in (3, 11):
+            a, b = full.plan(None, task, seed=seed), lean.plan(None, task, seed=seed)
+            assert len(a) == len(b) >= 2
+            assert all(np.array_equal(x, y) for x, y in zip(a, b))
+        env = lean._envs[task]
+        assert env.render_enabled is False and full._envs[task].render_enabled is True
+        before, frame_before = env.physics_state(), env.frame_of(env.physics_state())
+        env.reset(seed=5)
+        s0 = env.physics_state()
+        env.step(np.array([0.0, 1.0, 0.0, 0.0]))
+        s1 = env.physics_state()
+        assert not np.array_equal(env.frame_of(s0), env.frame_of(s1))
+        assert np.array_equal(env.physics_state(), s1)
+        env.step(np.array([1.0, 0.0, 0.0, 1.0]))  # the next step as if nothing had been rendered
+        s2 = env.physics_state()
+        env.reset(seed=5)
+        env.step(np.array([0.0, 1.0, 0.0, 0.0]))
+        env.step(np.array([1.0, 0.0, 0.0, 1.0]))
+        assert np.array_equal(env.physics_state(), s2)
+        assert before.shape == s1.shape and frame_before.shape == (128, 128, 3)
+    finally:
+        full.close()
+        lean.close()
+    other = OracleSubgoalPlanner(keypoint_settings=SimpleNamespace(tracker="lk", segmenter="sim"))
+    assert not other._lean  # the lean record serves the sim tracker only
+
+
 # ------------------------------------------------------------------------------ registered method
 
 
