@@ -146,10 +146,9 @@ class OracleSubgoalPlanner:
                              "to replay the same initial state with the expert")
         key = (str(task), int(seed))
         if key not in self._memo:
-            if self._is_lean(str(task)):
-                self._memo[key] = list(resize_images(self._lean_keyframes(str(task), int(seed)), self.output_size))
-            else:
-                self._memo[key] = self.keyframes_of(self._rollout(str(task), int(seed)))
+            t, s = key
+            frames = self._lean_keyframes(t, s) if self._is_lean(t) else self._keyframes(self._rollout(t, s))
+            self._memo[key] = list(resize_images(np.asarray(frames), self.output_size))
         return [im.copy() for im in self._memo[key]]
 
     def close(self) -> None:
