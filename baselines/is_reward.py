@@ -70,7 +70,9 @@ class OracleSubgoalPlanner:
     For episode seed ``s`` the task's expert runs from ``reset(seed=s)`` in a private env
     (``relam.demos.rollout_expert``); keyframes come from ``relam.subgoals.subgoal_sequence``
     (the same keypoint tracks and Eq. 2 selection as the subgoal dataset). Plans are memoised per
-    (task, seed). ``rollout(task, seed) -> Demo`` and ``keyframes(demo) -> (S,H,W,3)`` can be
+    (task, seed), at most ``cache_size`` of them (the oldest goes first): a plan is 2-8 images, and
+    a 1M-step run makes about 4,000 plans (200-400 MB unbounded); a plan made again is the same,
+    since the expert replays deterministically. ``rollout(task, seed) -> Demo`` and ``keyframes(demo) -> (S,H,W,3)`` can be
     injected (tests).
 
     Lean Meta-World path (``lean=True``, the default rollout and keyframes, sim segmenter and
@@ -84,7 +86,11 @@ class OracleSubgoalPlanner:
 
     def __init__(self, keypoint_settings: Any = None, output_size: int = 64,
                  rollout: Callable[[str, int], Any] | None = None,
-                 keyframes: Callable[[Any], np.ndarray] | None = None, lean: bool = True):
+                 keyframes: Callable[[Any], np.ndarray] | None = None, lean: bool = True,
+                 cache_size: int = 256):
+        if int(cache_size) < 1:
+            raise ValueError(f"OracleSubgoalPlanner: cache_size must be at least 1, got {cache_size}")
+        self.cache_size = int(cache_size)
         self.keypoint_settings = keypoint_settings
         self.output_size = int(output_size)
         self._rollout = rollout or self._expert_rollout
@@ -148,6 +154,8 @@ class OracleSubgoalPlanner:
         if key not in self._memo:
             t, s = key
             frames = self._lean_keyframes(t, s) if self._is_lean(t) else self._keyframes(self._rollout(t, s))
+            while len(self._memo) >= self.cache_size:
+                self._memo.pop(next(iter(self._memo)))
             self._memo[key] = list(resize_images(np.asarray(frames), self.output_size))
         return [im.copy() for im in self._memo[key]]
 

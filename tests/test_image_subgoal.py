@@ -270,6 +270,22 @@ def test_oracle_planner_memoises_and_resizes():
         o.plan(_img(0, 128), "t")
 
 
+def test_oracle_planner_memo_is_bounded_and_replans_the_same():
+    calls = []
+
+    def rollout(task, seed):
+        calls.append(seed)
+        return SimpleNamespace(seed=seed)
+
+    o = OracleSubgoalPlanner(rollout=rollout, keyframes=lambda d: np.stack([_img(d.seed, 128)]), cache_size=2)
+    first = [o.plan(_img(0, 128), "t", seed=s) for s in (1, 2, 3)]
+    assert len(o._memo) == 2 and (("t", 1) not in o._memo)  # the oldest plan went first
+    again = o.plan(_img(0, 128), "t", seed=1)
+    assert calls == [1, 2, 3, 1] and np.array_equal(again[0], first[0][0])
+    with pytest.raises(ValueError, match="cache_size"):
+        OracleSubgoalPlanner(cache_size=0)
+
+
 @pytest.mark.slow
 def test_oracle_replays_the_expert_from_the_same_start(drawer_demos):
     from relam.keypoints import KeypointSettings
