@@ -72,8 +72,8 @@ class OracleSubgoalPlanner:
     (the same keypoint tracks and Eq. 2 selection as the subgoal dataset). Plans are memoised per
     (task, seed), at most ``cache_size`` of them (the oldest goes first): a plan is 2-8 images, and
     a 1M-step run makes about 4,000 plans (200-400 MB unbounded); a plan made again is the same,
-    since the expert replays deterministically. ``rollout(task, seed) -> Demo`` and ``keyframes(demo) -> (S,H,W,3)`` can be
-    injected (tests).
+    since the expert replays deterministically. ``rollout(task, seed) -> Demo`` and
+    ``keyframes(demo) -> (S,H,W,3)`` can be injected (tests).
 
     Lean Meta-World path (``lean=True``, the default rollout and keyframes, sim segmenter and
     tracker): the expert is replayed without rendering its frames (:class:`_StateRecorder`: what
