@@ -13,7 +13,7 @@ import numpy as np
 
 from baselines.embedding import ImageEmbedding, cosine_similarity
 from baselines.is_generator import SubgoalImageModel
-from relam.cache import torch_bytes
+from relam.cache import BoundedMemo, torch_bytes
 from relam.demos import PoseRecorder
 from relam.perception.images import resize_images
 from relam.reward import RewardSettings, StepOutcome, stage_reward
@@ -88,9 +88,8 @@ class OracleSubgoalPlanner:
                  rollout: Callable[[str, int], Any] | None = None,
                  keyframes: Callable[[Any], np.ndarray] | None = None, lean: bool = True,
                  cache_size: int = 256):
-        if int(cache_size) < 1:
-            raise ValueError(f"OracleSubgoalPlanner: cache_size must be at least 1, got {cache_size}")
-        self.cache_size = int(cache_size)
+        self._memo: BoundedMemo = BoundedMemo(cache_size, "OracleSubgoalPlanner")
+        self.cache_size = self._memo.size
         self.keypoint_settings = keypoint_settings
         self.output_size = int(output_size)
         self._rollout = rollout or self._expert_rollout
@@ -98,7 +97,6 @@ class OracleSubgoalPlanner:
         sim_perception = all(getattr(keypoint_settings, k, "sim") == "sim" for k in ("tracker", "segmenter"))
         self._lean = bool(lean) and rollout is None and keyframes is None and sim_perception
         self._envs: dict[str, Any] = {}
-        self._memo: dict[tuple[str, int], list[np.ndarray]] = {}
 
     def _is_lean(self, task: str) -> bool:
         from relam.tasks import get_task
@@ -154,8 +152,6 @@ class OracleSubgoalPlanner:
         if key not in self._memo:
             t, s = key
             frames = self._lean_keyframes(t, s) if self._is_lean(t) else self._keyframes(self._rollout(t, s))
-            while len(self._memo) >= self.cache_size:
-                self._memo.pop(next(iter(self._memo)))
             self._memo[key] = list(resize_images(np.asarray(frames), self.output_size))
         return [im.copy() for im in self._memo[key]]
 

@@ -1,4 +1,4 @@
-"""The ignored cache folder and atomic writes.
+"""The ignored cache folder and atomic writes (and :class:`BoundedMemo`, the in-memory memo of plans).
 
 Everything the harness generates (demos, subgoal datasets, checkpoints, run records) lives under
 one folder that git ignores, so a fresh clone carries no data and an interrupted job can resume
@@ -34,6 +34,29 @@ log = logging.getLogger(__name__)
 #: checksum (BadZipFile) or deflate stream (zlib.error), a bad array header (ValueError), an array
 #: missing (KeyError)
 NPZ_ERRORS = (zipfile.BadZipFile, EOFError, ValueError, KeyError, zlib.error)
+
+
+class BoundedMemo(dict):
+    """A dict that keeps at most ``size`` entries: setting a new key when full drops the oldest
+    first (insertion order), and setting a present key moves it to the newest place.
+
+    Why: the subgoal planners memoise a plan per (task, episode seed) and a 1M-step run makes
+    thousands of them (``relam.wrappers.GroundTruthSubgoals``, ``baselines.is_reward.OracleSubgoalPlanner``);
+    a plan made again is the same, so forgetting the oldest costs one replay, never a wrong result.
+    Only ``memo[key] = value`` is bounded (``update`` and ``setdefault`` are not).
+    """
+
+    def __init__(self, size: int, owner: str = "BoundedMemo"):
+        if int(size) < 1:
+            raise ValueError(f"{owner}: cache_size must be at least 1, got {size}")
+        super().__init__()
+        self.size = int(size)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.pop(key, None)
+        while len(self) >= self.size:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
 
 
 def default_cache_dir() -> Path:

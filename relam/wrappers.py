@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from relam.cache import BoundedMemo
 from relam.perception.images import resize_images
 from relam.reward import ReLAMReward, RewardSettings
 
@@ -192,7 +193,8 @@ class GroundTruthSubgoals:
     For episode seed ``s`` the scripted expert is run from ``reset(seed=s)`` of a private env of the
     same task, and keypoint selection (Eq. 1), tracking and keyframes (Eq. 2) on that rollout give
     the plan ``(S+1, N, 2)`` (:func:`relam.subgoals.subgoal_sequence`).  Results are memoised per
-    (task, seed), so repeated evaluation episodes cost nothing.
+    (task, seed), so repeated evaluation episodes cost nothing; at most ``cache_size`` plans, the
+    oldest dropped first (:class:`relam.cache.BoundedMemo`).
 
     ``fast=True`` renders only the rollout's first frame (see :class:`_FirstFrameView`); the plan
     is the same as with full rendering, because the sim segmenter reads frame 0 only and the sim
@@ -234,12 +236,12 @@ class GroundTruthSubgoals:
         ):
             raise ValueError("GroundTruthSubgoals(fast=True) needs the sim segmenter and tracker; pass fast=False")
         self._envs: dict[str, Any] = {}
-        self._memo: dict[tuple[str, int], np.ndarray] = {}
-        self.cache_size = int(cache_size)
+        self._memo: BoundedMemo = BoundedMemo(cache_size, "GroundTruthSubgoals")
+        self.cache_size = self._memo.size
         self.expert_failures = 0
         self._missed: set[tuple[str, int]] = set()  # (task, seed) of the expert replays that failed
         self._lean = self.fast and rollout is None and extract is None
-        self._views: dict[tuple[str, int], dict[str, Any]] = {}
+        self._views: BoundedMemo = BoundedMemo(self.views_kept, "GroundTruthSubgoals.views_kept")
 
     def _expert_rollout(self, task: Any, seed: int) -> Any:
         from relam.demos import rollout_expert
@@ -286,11 +288,7 @@ class GroundTruthSubgoals:
 
         rec = Recorder()
         demo = rollout_expert(env, seed, recorder=rec)
-        key = (env.task.name, int(seed))
-        self._views.pop(key, None)
-        while len(self._views) >= max(1, int(self.views_kept)):
-            self._views.pop(next(iter(self._views)))
-        self._views[key] = {"seg": rec.seg0, "depth": rec.depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
+        self._views[(env.task.name, int(seed))] = {"seg": rec.seg0, "depth": rec.depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
                             "geom_xpos": rec.geom0[0], "geom_xmat": rec.geom0[1], "K": np.array(env.camera.K),
                             "world_to_cam": np.array(env.camera.world_to_cam)}
         return demo
@@ -331,10 +329,7 @@ class GroundTruthSubgoals:
         key = (str(task), int(seed))
         if key not in self._memo:
             demo = self._rollout(_expert_task(task, env), int(seed))
-            plan = check_plan(self._extract(demo))
-            if len(self._memo) >= self.cache_size:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = plan
+            self._memo[key] = check_plan(self._extract(demo))
         return self._memo[key].copy()
 
     def close(self) -> None:

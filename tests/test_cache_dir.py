@@ -16,3 +16,19 @@ def test_default_cache_is_the_checkouts_then_the_users(tmp_path, monkeypatch):
     assert cache.default_cache_dir() == Path.home() / ".cache" / "relam"
     monkeypatch.setenv("RELAM_CACHE", str(tmp_path / "mine"))
     assert cache.cache_dir() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+
+
+def test_bounded_memo_keeps_the_newest_size_entries():
+    """The planners' memo: full, a new key drops the oldest; a key set again becomes the newest;
+    a size under 1 is an error naming the owner."""
+    import pytest
+
+    memo = cache.BoundedMemo(2, "Planner")
+    memo["a"], memo["b"] = 1, 2
+    memo["a"] = 3  # "a" is now the newest: "b" goes first
+    memo["c"] = 4
+    assert list(memo.items()) == [("a", 3), ("c", 4)]
+    memo["d"] = 5
+    assert list(memo) == ["c", "d"] and memo.size == 2
+    with pytest.raises(ValueError, match="Planner: cache_size must be at least 1, got 0"):
+        cache.BoundedMemo(0, "Planner")
