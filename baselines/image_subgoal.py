@@ -55,7 +55,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from baselines.embedding import ImageEmbedding
 from baselines.is_generator import FlowSettings, SubgoalImageModel
@@ -88,9 +88,9 @@ CALIBRATION_QUANTILE = 0.25
 class ImageSubgoalSettings(MethodSettings):
     """Image Subgoal (IS) / Oracle: generated or ground-truth image subgoals.
 
-    ``calibration_quantile`` and ``generator_compose`` are left out of the dumped settings (hence of
-    run keys) at their defaults, so runs recorded before the fields existed keep their keys; any
-    other value enters them.
+    ``calibration_quantile``, ``generator_compose`` and ``similarity_threshold`` are left out of the
+    dumped settings (hence of run keys) at their defaults, so runs recorded before the fields existed
+    keep their keys; any other value enters them.
     """
 
     subgoals: Literal["generated", "ground_truth"] = Field(
@@ -99,6 +99,13 @@ class ImageSubgoalSettings(MethodSettings):
         default=CALIBRATION_QUANTILE, gt=0.0, lt=1.0,
         description="quantile of the best expert-to-subgoal similarities that becomes the stage threshold "
                     "(lower: stages end more easily; 0.25: the expert reaches about 75 % of the subgoals)")
+
+    similarity_threshold: float | None = Field(
+        default=None, gt=-1.0, lt=1.0,
+        description="a fixed stage threshold (cosine similarity in the embedding) in place of the calibrated "
+                    "one; None: calibrated (calibration_quantile). The paper sets IS's thresholds by hand; "
+                    "benchmarks/bench_oracle_threshold.py measures which value lets near-expert behaviour "
+                    "pass the true keyframes")
 
     generator_compose: Literal["upsample", "residual"] = Field(
         default="upsample",
@@ -112,7 +119,17 @@ class ImageSubgoalSettings(MethodSettings):
             del d["calibration_quantile"]
         if d.get("generator_compose") == "upsample":
             del d["generator_compose"]
+        if d.get("similarity_threshold") is None:
+            d.pop("similarity_threshold", None)
         return d
+
+    @model_validator(mode="after")
+    def _one_threshold_source(self) -> "ImageSubgoalSettings":
+        if self.similarity_threshold is not None and self.calibration_quantile != CALIBRATION_QUANTILE:
+            raise ValueError(f"similarity_threshold={self.similarity_threshold} and calibration_quantile="
+                             f"{self.calibration_quantile}: a fixed threshold replaces the calibrated one, so "
+                             "set one of them")
+        return self
 
 
 @dataclass(frozen=True)
@@ -248,11 +265,13 @@ class PolicyAdapter(gym.ObservationWrapper):
 
 
 def _components(ctx: Any) -> ISComponents:
-    """The run's components, calibrated at its settings' quantile."""
+    """The run's components, calibrated at its settings' quantile, or with its fixed threshold."""
     q = getattr(ctx.settings, "calibration_quantile", CALIBRATION_QUANTILE)
     compose = getattr(ctx.settings, "generator_compose", "upsample")
-    return fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress, calibration_quantile=q,
+    comp = fit_components(ctx.task, ctx.budget.n_demos, ctx.scale, ctx.progress, calibration_quantile=q,
                           compose=compose)
+    fixed = getattr(ctx.settings, "similarity_threshold", None)
+    return comp if fixed is None else dataclasses.replace(comp, similarity_threshold=float(fixed))
 
 
 def offline_labeller(ctx: Any, ground_truth: bool = False) -> tuple["ImageSubgoalLabeller", Any, dict[str, float]]:

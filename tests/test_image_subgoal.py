@@ -501,6 +501,45 @@ def test_calibration_quantile_moves_the_threshold_and_the_keys():
     assert components_key("drawer-open-v3", 2, "smoke", calibration_quantile=0.1) != key
 
 
+def test_fixed_similarity_threshold_replaces_the_calibrated_one(tmp_path, monkeypatch):
+    """similarity_threshold (issue 18 item 2): a fixed stage threshold in place of the calibrated one,
+    with the same generator and embedding; left out of the dumped settings (so of run keys) when
+    unset; with a calibration_quantile too it is an error that names both fields."""
+    from pydantic import ValidationError
+
+    from baselines.embedding import TemporalEmbedding
+    from baselines.image_subgoal import SCALE_STEPS, ImageSubgoalSettings, _components, components_key
+    from baselines.is_reward import _fingerprint
+    from relam.cache import atomic_torch_save
+
+    assert ImageSubgoalSettings(similarity_threshold=None).model_dump(mode="json") == {"subgoals": "generated"}
+    fixed = ImageSubgoalSettings(subgoals="ground_truth", similarity_threshold=0.9)
+    assert fixed.model_dump(mode="json") == {"subgoals": "ground_truth", "similarity_threshold": 0.9}
+    assert ImageSubgoalSettings(**fixed.model_dump()) == fixed
+    with pytest.raises(ValidationError, match="similarity_threshold=0.9 and calibration_quantile=0.1"):
+        ImageSubgoalSettings(similarity_threshold=0.9, calibration_quantile=0.1)
+    for bad in (-1.0, 1.0):
+        with pytest.raises(ValidationError, match="similarity_threshold"):
+            ImageSubgoalSettings(similarity_threshold=bad)
+
+    monkeypatch.setenv("RELAM_CACHE", str(tmp_path))  # a planted default entry: nothing trains
+    model = SubgoalImageModel(FlowSettings(train_steps=SCALE_STEPS["smoke"].flow_steps))
+    base = tmp_path / "image_subgoal" / "drawer-open-v3" / components_key("drawer-open-v3", 2, "smoke")
+    atomic_torch_save(base / "components.pt", {"model": model.state(), "embedding": TemporalEmbedding().state(),
+                                               "threshold": 0.5})
+
+    def ctx(settings):
+        return SimpleNamespace(task="drawer-open-v3", budget=SimpleNamespace(n_demos=2), scale="smoke",
+                               progress=False, settings=settings)
+
+    calibrated = _components(ctx(ImageSubgoalSettings(subgoals="ground_truth")))
+    assert calibrated.similarity_threshold == 0.5
+    comp = _components(ctx(fixed))
+    assert comp.similarity_threshold == 0.9
+    assert _fingerprint(comp.model.state()) == _fingerprint(calibrated.model.state())
+    assert _fingerprint(comp.embedding.state()) == _fingerprint(calibrated.embedding.state())
+
+
 def test_fit_components_recalibrates_at_another_quantile_without_retraining(tmp_path, monkeypatch, drawer_demos):
     """Another quantile reuses the default entry's generator and embedding (no training here: the
     default entry is planted) and caches its own, different threshold under its own key."""
