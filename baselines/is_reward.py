@@ -88,8 +88,7 @@ class OracleSubgoalPlanner:
                  rollout: Callable[[str, int], Any] | None = None,
                  keyframes: Callable[[Any], np.ndarray] | None = None, lean: bool = True,
                  cache_size: int = 256):
-        self._memo: BoundedMemo = BoundedMemo(cache_size, "OracleSubgoalPlanner")
-        self.cache_size = self._memo.size
+        self._memo = BoundedMemo(cache_size, "OracleSubgoalPlanner(cache_size)")
         self.keypoint_settings = keypoint_settings
         self.output_size = int(output_size)
         self._rollout = rollout or self._expert_rollout

@@ -46,9 +46,9 @@ class BoundedMemo(dict):
     Only ``memo[key] = value`` is bounded (``update`` and ``setdefault`` are not).
     """
 
-    def __init__(self, size: int, owner: str = "BoundedMemo"):
+    def __init__(self, size: int, owner: str = "BoundedMemo(size)"):
         if int(size) < 1:
-            raise ValueError(f"{owner}: cache_size must be at least 1, got {size}")
+            raise ValueError(f"{owner} must be at least 1, got {size}")
         super().__init__()
         self.size = int(size)
 

@@ -236,12 +236,11 @@ class GroundTruthSubgoals:
         ):
             raise ValueError("GroundTruthSubgoals(fast=True) needs the sim segmenter and tracker; pass fast=False")
         self._envs: dict[str, Any] = {}
-        self._memo: BoundedMemo = BoundedMemo(cache_size, "GroundTruthSubgoals")
-        self.cache_size = self._memo.size
+        self._memo = BoundedMemo(cache_size, "GroundTruthSubgoals(cache_size)")
         self.expert_failures = 0
         self._missed: set[tuple[str, int]] = set()  # (task, seed) of the expert replays that failed
         self._lean = self.fast and rollout is None and extract is None
-        self._views: BoundedMemo = BoundedMemo(self.views_kept, "GroundTruthSubgoals.views_kept")
+        self._views = BoundedMemo(self.views_kept, "GroundTruthSubgoals.views_kept")
 
     def _expert_rollout(self, task: Any, seed: int) -> Any:
         from relam.demos import rollout_expert

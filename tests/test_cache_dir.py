@@ -23,12 +23,12 @@ def test_bounded_memo_keeps_the_newest_size_entries():
     a size under 1 is an error naming the owner."""
     import pytest
 
-    memo = cache.BoundedMemo(2, "Planner")
+    memo = cache.BoundedMemo(2, "Planner(cache_size)")
     memo["a"], memo["b"] = 1, 2
     memo["a"] = 3  # "a" is now the newest: "b" goes first
     memo["c"] = 4
     assert list(memo.items()) == [("a", 3), ("c", 4)]
     memo["d"] = 5
     assert list(memo) == ["c", "d"] and memo.size == 2
-    with pytest.raises(ValueError, match="Planner: cache_size must be at least 1, got 0"):
-        cache.BoundedMemo(0, "Planner")
+    with pytest.raises(ValueError, match=r"Planner\(cache_size\) must be at least 1, got 0"):
+        cache.BoundedMemo(0, "Planner(cache_size)")
