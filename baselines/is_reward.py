@@ -235,6 +235,17 @@ class ImageSubgoalReward:
         return StepOutcome(r, dist, stage, reached, self.stage, self.stage >= n), sim
 
 
+def stages_passed(frame_embeddings: np.ndarray, targets: np.ndarray, threshold: float) -> int:
+    """How many subgoals :class:`ImageSubgoalReward` passes along ``frame_embeddings`` (T, D) with
+    ``targets`` (S, D) at ``threshold``: in order, a frame near a later subgoal counts only once the
+    earlier ones are passed (``benchmarks/bench_oracle_threshold.py``)."""
+    reward = ImageSubgoalReward(ImageRewardSettings(similarity_threshold=threshold))
+    reward.reset(targets)
+    for e in frame_embeddings:
+        reward.step(e)
+    return reward.stage
+
+
 def _chw(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(resize_images(image, size)[0].transpose(2, 0, 1))
 

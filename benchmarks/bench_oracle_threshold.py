@@ -29,8 +29,7 @@ import argparse
 import numpy as np
 
 from baselines.image_subgoal import fit_components
-from baselines.is_reward import (ImageRewardSettings, ImageSubgoalPlanner, ImageSubgoalReward, ImageSubgoalWrapper,
-                                 OracleSubgoalPlanner)
+from baselines.is_reward import ImageSubgoalPlanner, ImageSubgoalWrapper, OracleSubgoalPlanner, stages_passed
 from relam.tasks import get_task, make_env
 from relam.wrappers import close_planner
 
@@ -58,15 +57,6 @@ def _episode(env: ImageSubgoalWrapper, seed: int, behaviour: str, noise: float,
         if terminated or truncated:
             break
     return np.stack(embs), env.reward_fn.targets, success
-
-
-def stages_passed(frame_embeddings: np.ndarray, targets: np.ndarray, threshold: float) -> int:
-    """How many subgoals the reward's own stage machine passes along the frames at ``threshold``."""
-    reward = ImageSubgoalReward(ImageRewardSettings(similarity_threshold=threshold))
-    reward.reset(targets)
-    for e in frame_embeddings:
-        reward.step(e)
-    return reward.stage
 
 
 def main(argv: list[str] | None = None) -> None:

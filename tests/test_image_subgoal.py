@@ -19,6 +19,7 @@ from baselines.is_reward import (
     calibrate_threshold,
     label,
     label_details,
+    stages_passed,
 )
 from relam.reward import stage_reward
 
@@ -602,3 +603,20 @@ def dataclasses_asdict_without_compose(settings):
     d = dataclasses.asdict(settings)
     d.pop("compose")
     return d
+
+
+def _unit(deg: float) -> np.ndarray:
+    a = np.deg2rad(deg)
+    return np.array([np.cos(a), np.sin(a)])
+
+
+def test_stages_are_passed_in_order_at_the_threshold():
+    """What benchmarks/bench_oracle_threshold.py counts: the reward's stage machine, in order, one
+    target at a time, each passed when the similarity reaches the threshold."""
+    targets = np.stack([_unit(30), _unit(60)])
+    near_both = np.stack([_unit(29), _unit(61)])  # cos 1 deg = 0.99985 to each, in order
+    assert stages_passed(near_both, targets, 0.999) == 2
+    assert stages_passed(near_both[::-1], targets, 0.999) == 1  # the second first: no credit
+    off = np.stack([_unit(40), _unit(70)])  # 10 deg from each: cos = 0.985
+    assert stages_passed(off, targets, 0.99) == 0
+    assert stages_passed(off, targets, 0.98) == 2
