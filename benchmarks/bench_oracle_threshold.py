@@ -13,14 +13,14 @@ Behaviours, rolled out through :class:`baselines.is_reward.ImageSubgoalWrapper` 
 seeds (10**6 + i): the scripted expert with Gaussian action noise of each ``--noise`` std (0: the
 replay the Oracle's keyframes come from), zero actions (holding still) and uniform random actions.
 
-Example (drawer-open-v3, the quick components from the cache, about 1.5 minutes on one core)::
+Example (drawer-open-v3, the quick components from the cache, about 3 minutes on one core)::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_oracle_threshold.py drawer-open-v3 --episodes 8
 
 Measured (session 43, 8 episodes, Oracle; mean stage of 4 at thresholds 0.8 / 0.85 / 0.9 / 0.95 /
 0.98 / 0.992): expert + noise 0.3 (all succeed) 4.0 / 4.0 / 4.0 / 2.75 / 1.25 / 0.75; noise 0.6 (88 %
-succeed) 2.62 / 2.0 / 1.25 / 0.75 / 0.25 / 0.25; random 0.12 / 0.12 / 0.12 / 0 / 0 / 0; holding still 0.  The calibrated
-threshold's 40 maxima lie in 0.980-0.999, so no calibration quantile goes below 0.98.
+succeed) 2.62 / 2.0 / 1.25 / 0.75 / 0.25 / 0.25; random 0.12 / 0.12 / 0.12 / 0 / 0 / 0; holding still
+0.  The calibrated threshold's 40 maxima lie in 0.980-0.999, so no calibration quantile goes below 0.98.
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def _episode(env: ImageSubgoalWrapper, seed: int, behaviour: str, noise: float,
             action = np.zeros(env.action_space.shape)
         else:
             action = rng.uniform(-1, 1, env.action_space.shape)
-        _, _, terminated, truncated, info = env.step(action)
-        embs.append(env._frame_emb)
+        obs, _, terminated, truncated, info = env.step(action)
+        embs.append(obs["embedding"])
         success |= bool(info["success"])
         if terminated or truncated:
             break
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"task {args.task}: the scripted expert here is Meta-World's (got suite {spec.suite})")
     comp = fit_components(args.task, 100, args.scale)
     planner = OracleSubgoalPlanner() if args.planner == "oracle" else ImageSubgoalPlanner(comp.model)
-    env = ImageSubgoalWrapper(make_env(spec), planner, comp.embedding)
+    env = ImageSubgoalWrapper(make_env(spec), planner, comp.embedding, observe_embeddings=True)
     rng = np.random.default_rng(0)
     seeds = [10**6 + i for i in range(args.episodes)]
     print(f"{args.task}, {args.planner} subgoals, {args.scale} components; calibrated threshold "

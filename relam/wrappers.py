@@ -287,9 +287,10 @@ class GroundTruthSubgoals:
 
         rec = Recorder()
         demo = rollout_expert(env, seed, recorder=rec)
-        self._views[(env.task.name, int(seed))] = {"seg": rec.seg0, "depth": rec.depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
-                            "geom_xpos": rec.geom0[0], "geom_xmat": rec.geom0[1], "K": np.array(env.camera.K),
-                            "world_to_cam": np.array(env.camera.world_to_cam)}
+        self._views[(env.task.name, int(seed))] = {
+            "seg": rec.seg0, "depth": rec.depth0, "pos": demo.body_pos[0], "rot": demo.body_rot[0],
+            "geom_xpos": rec.geom0[0], "geom_xmat": rec.geom0[1], "K": np.array(env.camera.K),
+            "world_to_cam": np.array(env.camera.world_to_cam)}
         return demo
 
     def frame0_env(self, env: Any, task: str, seed: int | None) -> Any:
